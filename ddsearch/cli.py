@@ -1,0 +1,261 @@
+"""The ``ddsearch`` command.
+
+Every user-facing problem is a :class:`DDSearchError`, printed as one line with a non-zero exit
+code; ``--debug`` shows the traceback instead. Heavy imports happen inside the handlers so that
+``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ddsearch.errors import DDSearchError
+
+EXIT_USER_ERROR = 2
+
+
+# ---- shared helpers -----------------------------------------------------------------------
+
+def _print_table(rows: list[dict], columns: list[str] | None = None) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if columns:
+        frame = frame[[c for c in columns if c in frame.columns]]
+    with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200):
+        print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+def _load_data(name: str, root: str | None, image_size: int | None, val_size: float, device: str):
+    from ddsearch.data import load_dataset
+    from ddsearch.runner import resolve_device
+
+    return load_dataset(name, root=root, image_size=image_size, val_size=val_size, device=resolve_device(device))
+
+
+def _add_study_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", help="study YAML file (see studies/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a study key, e.g. --set method.ipc=10 (repeatable)")
+
+
+# ---- commands -----------------------------------------------------------------------------
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from ddsearch.data import describe_datasets
+
+    _print_table(describe_datasets())
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ddsearch.models import list_models
+
+    print("\n".join(list_models()))
+    print("generic: ConvNet-d{depth}-w{width}-{act}-{norm}-{pool}, e.g. ConvNet-d4-w64-leakyrelu-batchnorm-maxpool")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ddsearch.evaluate import TrainSettings, evaluate_synset
+    from ddsearch.synset import SyntheticSet
+    from ddsearch.augment import default_strategy
+
+    header = SyntheticSet.load(args.synset)
+    dataset = args.dataset or header.dataset
+    if not dataset:
+        raise DDSearchError(f"{args.synset} does not name its dataset; pass --dataset")
+    image_size = header.images.shape[-1] if args.image_size is None else args.image_size
+    data = _load_data(dataset, args.data_root, image_size, args.val_size, args.device)
+    synset = SyntheticSet.load(args.synset, expect=data)
+    settings = TrainSettings(epochs=args.epochs, lr=args.lr, dsa_strategy=args.dsa or default_strategy(data.name))
+    rows = []
+    for arch in args.arch:
+        result = evaluate_synset(synset, data, arch, settings, repeats=args.repeats, seed=args.seed,
+                                 use_learned_lr=not args.ignore_learned_lr, progress=True)
+        rows.append(result.summary())
+    _print_table(rows)
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from ddsearch.augment import default_strategy
+    from ddsearch.evaluate import TrainSettings, train_on_real
+
+    data = _load_data(args.dataset, args.data_root, args.image_size, args.val_size, args.device)
+    settings = TrainSettings(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                             dsa_strategy="none" if args.no_dsa else default_strategy(data.name))
+    rows = []
+    for arch in args.arch:
+        result = train_on_real(data, arch, settings, repeats=args.repeats, seed=args.seed, progress=True)
+        rows.append(result.summary() | {"dataset": data.name, "train_images": int(data.train_x.shape[0])})
+    _print_table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from ddsearch.distill import distill_command
+
+    return distill_command(args.study, args.overrides, args.tracking_uri, quiet=args.quiet)
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from ddsearch.config import study_schema
+
+    print(study_schema())
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from ddsearch.search.tune import tune_command
+
+    return tune_command(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ddsearch.search.report import report_command
+
+    return report_command(args)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from ddsearch.search.report import ui_command
+
+    return ui_command(args)
+
+
+def cmd_scores(args: argparse.Namespace) -> int:
+    from ddsearch.methods.pad.commands import scores_command
+
+    return scores_command(args.study, args.overrides)
+
+
+def cmd_experts(args: argparse.Namespace) -> int:
+    from ddsearch.methods.pad.commands import experts_command
+
+    return experts_command(args.study, args.overrides)
+
+
+def cmd_nas(args: argparse.Namespace) -> int:
+    from ddsearch.nas import nas_command
+
+    return nas_command(args)
+
+
+# ---- parser -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ddsearch",
+        description="Experiment-tracked hyperparameter search for dataset distillation (DataDAM, PAD).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    def data_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-root", default=None, help="data folder (default: $DDSEARCH_DATA or ~/.cache/ddsearch/data)")
+        p.add_argument("--image-size", type=int, default=None, help="resize images to this size")
+        p.add_argument("--val-size", type=float, default=0.1, help="validation split: fraction (<1) or count")
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--repeats", type=int, default=1, help="independent trainings; mean ± std is reported")
+
+    add("datasets", cmd_datasets, "list the data sets ddsearch can load")
+    add("models", cmd_models, "list the architectures get_network knows")
+
+    p = add("evaluate", cmd_evaluate, "train architectures from scratch on a synset file and report val/test accuracy")
+    p.add_argument("--synset", required=True, help="a .safetensors synset written by ddsearch")
+    p.add_argument("--arch", nargs="+", default=["ConvNet"], help="one or more architectures")
+    p.add_argument("--dataset", default=None, help="defaults to the dataset recorded in the synset")
+    p.add_argument("--epochs", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=0.01, help="used unless the synset carries a learned lr")
+    p.add_argument("--ignore-learned-lr", action="store_true")
+    p.add_argument("--dsa", default=None, help="DSA strategy (default: by dataset; 'none' to disable)")
+    data_args(p)
+
+    p = add("baseline", cmd_baseline, "train on the full real training set: the accuracy ceiling and its time")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--arch", nargs="+", default=["ConvNet"])
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--no-dsa", action="store_true", help="train without augmentation")
+    p.add_argument("--json", default=None, help="also write the result rows to this JSON file")
+    data_args(p)
+
+    p = add("distill", cmd_distill, "run one distillation with fixed settings (no Ray) and log it to MLflow")
+    _add_study_args(p)
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI or ./mlruns)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = add("tune", cmd_tune, "search a study's hyperparameters on Ray Tune + Optuna, tracked in MLflow")
+    _add_study_args(p)
+    p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted study; completed trials are kept")
+    p.add_argument("--dry-run", action="store_true", help="validate study, data, tracking and cluster; print the plan")
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI (overrides the study's tracking.uri)")
+
+    p = add("report", cmd_report, "print a study's leaderboard from MLflow")
+    p.add_argument("study", help="study name or YAML file")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--top", type=int, default=20)
+
+    p = add("ui", cmd_ui, "start the MLflow UI on the local store (localhost only by default)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 exposes it to the network")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--tracking-uri", default=None)
+
+    add("schema", cmd_schema, "print the JSON Schema of study files (for editor validation and completion)")
+
+    p = add("scores", cmd_scores, "compute (and cache) PAD's per-sample difficulty scores for a study")
+    _add_study_args(p)
+    p = add("experts", cmd_experts, "train (and cache) PAD's expert trajectories for a study ahead of time")
+    _add_study_args(p)
+
+    p = add("nas", cmd_nas, "rank architectures on a distilled proxy set; compare with full-data training")
+    p.add_argument("--synset", default=None, help="proxy synset: a file or runs:/<run_id>/synset.safetensors")
+    p.add_argument("--from-study", default=None, help="use the best trial's synset of this study")
+    p.add_argument("--space", default="seed22", help="seed22, grid, or a comma-separated list of architectures")
+    p.add_argument("--k", type=int, default=20, help="candidates sampled from the grid space")
+    p.add_argument("--seeds", type=int, default=2, help="proxy trainings per candidate")
+    p.add_argument("--epochs", type=int, default=300, help="proxy training epochs")
+    p.add_argument("--truth-epochs", type=int, default=0, help="full-data epochs for the ground truth (0: skip)")
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--tracking-uri", default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USER_ERROR
+    debug = args.debug or os.environ.get("DDSEARCH_DEBUG") == "1"
+    try:
+        return int(args.handler(args) or 0)
+    except DDSearchError as err:
+        if debug:
+            raise
+        print(f"ddsearch: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("ddsearch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""The study schema: the single place where every default lives.
+
+A study YAML is validated here; errors name the field path (``method.lambda_mmd``) and suggest
+the closest key for typos. ``--set a.b=value`` overrides are applied before validation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ddsearch.errors import DDSearchError
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo must never silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetConfig(_Strict):
+    name: str = "digits"
+    root: str | None = Field(None, description="data folder; defaults to $DDSEARCH_DATA or ~/.cache/ddsearch/data")
+    image_size: int | None = Field(None, gt=0, description="resize to this many pixels (MHIST default 224)")
+    val_size: float = Field(0.1, ge=0, description="validation split carved from train: a fraction (<1) or a count")
+    split_seed: int = 0
+    download: bool = True
+
+
+class MethodBase(_Strict):
+    """Settings every distiller shares."""
+
+    ipc: int = Field(10, gt=0, description="images per class")
+    iterations: int = Field(1000, gt=0, description="distillation iterations")
+    init: Literal["real", "noise"] = "real"
+    lr_img: float = Field(1.0, gt=0, description="eta_S: learning rate of the synthetic images")
+    arch: str = Field("ConvNet", description="network used for distillation")
+    dsa_strategy: str = Field("auto", description="DSA strategy; 'auto' leaves out flip for digit datasets")
+
+
+class DataDAMSettings(MethodBase):
+    """Attention matching (Sajedi et al., ICCV 2023).
+
+    The loss keeps the reference code's x100 scale, so ``lr_img`` is the same number as the
+    reference ``--lr_img`` (1 for IPC <= 50 in the paper).
+    """
+
+    name: Literal["datadam"] = "datadam"
+    arch: str = Field("ConvNetBN", description="distillation network; batch norm as the authors advise")
+    batch_real: int = Field(128, gt=0, description="real images per class per iteration")
+    lambda_mmd: float = Field(0.01, ge=0, description="weight of the last-layer (linear-kernel MMD) term")
+    p: float = Field(4.0, gt=0, description="power of the spatial attention sum |f_c|^p")
+    momentum: float = Field(0.5, ge=0, lt=1)
+    loss_scale: float = Field(100.0, gt=0, description="the reference code's loss multiplier")
+
+
+class PADSettings(MethodBase):
+    """Prioritize Alignment in Dataset Distillation (Li et al., 2024): trajectory matching."""
+
+    name: Literal["pad"] = "pad"
+    lr_img: float = Field(100.0, gt=0, description="eta_S: learning rate of the synthetic images")
+    lr_lr: float = Field(1e-5, ge=0, description="learning rate of the learnable student lr")
+    lr_y: float = Field(2.0, ge=0, description="learning rate of the soft labels (0 keeps them fixed)")
+    lr_teacher: float = Field(0.01, gt=0, description="experts' SGD lr, and the student lr's start value")
+    momentum: float = Field(0.5, ge=0, lt=1, description="momentum of the image optimiser")
+    syn_steps: int = Field(20, gt=0, description="N: unrolled student steps per iteration")
+    expert_epochs: int = Field(2, gt=0, description="M: target is the expert M epochs later")
+    min_start_epoch: int = Field(0, ge=0)
+    max_start_epoch: int = Field(10, gt=0)
+    max_start_epoch_final: int | None = Field(None, description="if set, the upper bound grows linearly to this")
+    alpha: float = Field(0.25, description="parameter-selection ratio: drop the shallowest fraction of parameters")
+    soft_labels: bool = True
+    batch_syn: int | None = Field(None, gt=0, description="student minibatch; None uses the whole set each step")
+    num_experts: int = Field(5, gt=0)
+    expert_train_epochs: int = Field(20, gt=0, description="epochs each expert trains (one snapshot per epoch)")
+    expert_batch: int = Field(256, gt=0)
+    score: Literal["el2n", "grand"] = "el2n"
+    score_models: int = Field(4, gt=0, description="networks averaged for the difficulty score")
+    score_epochs: int = Field(2, gt=0, description="epochs those networks train before scoring")
+    init_ratio: float = Field(0.75, gt=0, le=1)
+    add_end_epoch: int = Field(10, ge=0)
+    rm_epoch_first: int = Field(10, ge=0)
+    rm_easy_ratio_first: float = Field(0.1, ge=0, lt=1)
+    rm_epoch_second: int = Field(15, ge=0)
+    rm_easy_ratio_second: float = Field(0.2, ge=0, lt=1)
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_range(cls, value: float) -> float:
+        if not 0 <= value < 1:
+            raise ValueError(f"alpha must be in [0, 1), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _epochs_fit(self) -> "PADSettings":
+        top = max(self.max_start_epoch, self.max_start_epoch_final or 0)
+        if top + self.expert_epochs > self.expert_train_epochs:
+            raise ValueError(
+                f"max_start_epoch ({top}) + expert_epochs ({self.expert_epochs}) is beyond the "
+                f"{self.expert_train_epochs} epochs the experts train; raise expert_train_epochs or lower them"
+            )
+        if self.min_start_epoch >= self.max_start_epoch:
+            raise ValueError("min_start_epoch must be below max_start_epoch")
+        return self
+
+
+MethodSettings = Annotated[Union[DataDAMSettings, PADSettings], Field(discriminator="name")]
+METHOD_CLASSES: dict[str, type[MethodBase]] = {"datadam": DataDAMSettings, "pad": PADSettings}
+
+
+class EvaluationConfig(_Strict):
+    """Checkpoint evaluation during distillation, and the final cross-architecture table."""
+
+    eval_every: int = Field(200, gt=0, description="evaluate (and checkpoint) every this many iterations")
+    arch: str = Field("ConvNet", description="evaluator used at checkpoints")
+    epochs: int = Field(300, gt=0, description="evaluator epochs at checkpoints")
+    repeats: int = Field(1, gt=0, description="evaluator repeats at checkpoints")
+    final_epochs: int = Field(1000, gt=0, description="evaluator epochs for the final table (papers: 1000)")
+    final_repeats: int = Field(3, gt=0)
+    lr: float = Field(0.01, gt=0, description="evaluator lr unless the synset carries a learned lr")
+    batch_size: int = Field(256, gt=0)
+    log_every: int = Field(10, gt=0, description="iterations between loss logging / NaN checks")
+
+
+class FloatParam(_Strict):
+    type: Literal["float"] = "float"
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "FloatParam":
+        _check_bounds(self.low, self.high, self.log)
+        return self
+
+
+class IntParam(_Strict):
+    type: Literal["int"] = "int"
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "IntParam":
+        _check_bounds(self.low, self.high, self.log)
+        return self
+
+
+class CategoricalParam(_Strict):
+    type: Literal["categorical"] = "categorical"
+    choices: list[Any]
+
+    @field_validator("choices")
+    @classmethod
+    def _non_empty(cls, value: list[Any]) -> list[Any]:
+        if not value:
+            raise ValueError("a categorical needs at least one choice")
+        return value
+
+
+def _check_bounds(low: float, high: float, log: bool) -> None:
+    if low > high:
+        raise ValueError(f"low ({low}) is greater than high ({high})")
+    if log and low <= 0:
+        raise ValueError(f"a log scale needs bounds > 0, got low={low}")
+
+
+SearchParam = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+
+
+class ObjectiveConfig(_Strict):
+    metric: Literal["val_acc"] = "val_acc"
+    mode: Literal["max"] = "max"
+    second: Literal["distill_seconds", "ipc"] | None = Field(
+        None, description="optional second objective (minimised) for a Pareto front"
+    )
+
+
+class BudgetConfig(_Strict):
+    num_samples: int = Field(8, gt=0, description="number of trials")
+    max_concurrent: int = Field(2, gt=0)
+    time_budget_s: float | None = Field(None, gt=0)
+    max_failures: int = Field(2, ge=0, description="retries of a failed trial (from its last checkpoint)")
+
+
+class ResourcesConfig(_Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0, description="may be fractional to pack several trials on a GPU")
+
+
+class SchedulerConfig(_Strict):
+    type: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(1, gt=0, description="evaluation checkpoints before a trial may be stopped")
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class SamplerConfig(_Strict):
+    type: Literal["tpe", "gp", "random", "nsga2"] = "tpe"
+    seed: int = 0
+
+
+class TrackingConfig(_Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; default: a local store under ./mlruns")
+    experiment: str | None = Field(None, description="MLflow experiment; default: the study name")
+
+
+class Study(_Strict):
+    name: str = "study"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dataset: DatasetConfig = DatasetConfig()
+    method: MethodSettings = DataDAMSettings()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    evaluators: list[str] = Field(default_factory=lambda: ["ConvNet"])
+    search: dict[str, SearchParam] = Field(default_factory=dict)
+    objective: ObjectiveConfig = ObjectiveConfig()
+    budget: BudgetConfig = BudgetConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    state_dir: str | None = Field(None, description="where Optuna storage, checkpoints and caches live")
+
+    @model_validator(mode="after")
+    def _search_keys_exist(self) -> "Study":
+        fields = type(self.method).model_fields
+        for key in self.search:
+            if key not in fields or key == "name":
+                raise ValueError(_unknown_key_message(f"search.{key}", key, [f for f in fields if f != "name"], f"setting of method '{self.method.name}'"))
+        return self
+
+    def resolved_state_dir(self) -> Path:
+        return Path(self.state_dir or Path(".ddsearch") / self.name).resolve()
+
+    def with_params(self, params: dict[str, Any]) -> "Study":
+        """This study with some method settings replaced (one trial's sample)."""
+        method = self.method.model_dump() | params
+        return self.model_copy(update={"method": METHOD_CLASSES[self.method.name].model_validate(method)})
+
+    def flat_params(self) -> dict[str, Any]:
+        """Flat key -> value view for logging as MLflow params."""
+        out: dict[str, Any] = {}
+        for section in ("dataset", "method", "evaluation"):
+            for key, value in getattr(self, section).model_dump().items():
+                out[f"{section}.{key}"] = value
+        out["evaluators"] = ",".join(self.evaluators)
+        out["seed"] = self.seed
+        return out
+
+
+def _unknown_key_message(path: str, key: str, valid: list[str], what: str) -> str:
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else f"valid keys: {', '.join(sorted(valid))}"
+    return f"unknown {what} '{key}'; {hint}"
+
+
+# ---- loading ------------------------------------------------------------------------------
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides; values are parsed as YAML (so 0.1, true, [a, b] work)."""
+    for item in overrides:
+        if "=" not in item:
+            raise DDSearchError(f"--set {item!r} is not key=value; write e.g. --set method.ipc=10")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise DDSearchError(f"--set {key}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
+    """Read, override and validate a study file; every problem becomes one clear line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DDSearchError(f"study file {path} does not exist; see studies/ for examples")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise DDSearchError(f"{path}: invalid YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise DDSearchError(f"{path}: a study must be a mapping of keys (name, dataset, method, ...)")
+    raw.setdefault("name", path.stem)
+    return study_from_dict(apply_overrides(raw, overrides or []), source=str(path))
+
+
+def study_from_dict(raw: dict[str, Any], source: str = "study") -> Study:
+    try:
+        return Study.model_validate(raw)
+    except ValidationError as err:
+        raise DDSearchError(f"{source}: {describe_validation_error(err, raw)}") from None
+
+
+def describe_validation_error(err: ValidationError, raw: dict[str, Any]) -> str:
+    """The first problem, as 'field.path: what is wrong', with suggestions for unknown keys."""
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"] if not _is_union_tag(p, raw)]
+    path = ".".join(loc) or "study"
+    if first["type"] == "extra_forbidden":
+        parent_model = _model_at(loc[:-1], raw)
+        valid = list(parent_model.model_fields) if parent_model else []
+        return f"{path}: " + _unknown_key_message(path, loc[-1], valid, "key")
+    if first["type"] == "union_tag_not_found":
+        return f"{path}: 'name' is required here; for a method choose from: {', '.join(METHOD_CLASSES)}"
+    if first["type"] == "union_tag_invalid":
+        return f"{path}: unknown method {first['input']!r}; choose from: {', '.join(METHOD_CLASSES)}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{path}: {message}"
+
+
+def _is_union_tag(part: Any, raw: dict[str, Any]) -> bool:
+    return part in METHOD_CLASSES or part in ("float", "int", "categorical")
+
+
+def _model_at(loc: list[str], raw: dict[str, Any]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Study
+    node: Any = raw
+    for part in loc:
+        if model is Study and part == "method":
+            node = node.get("method", {}) if isinstance(node, dict) else {}
+            model = METHOD_CLASSES.get(node.get("name", "datadam"), DataDAMSettings)
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        else:
+            return None
+    return model
+
+
+def study_schema() -> str:
+    """The JSON Schema of a study file, for editors."""
+    return json.dumps(Study.model_json_schema(), indent=2)

@@ -1,0 +1,23 @@
+"""Real data sets by name -> ``RealData`` (one normalised tensor per split, on the device)."""
+
+from ddsearch.data.realdata import RawSplits, RealData, stratified_split
+from ddsearch.data.registry import (
+    DatasetSpec,
+    default_root,
+    describe_datasets,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+)
+
+__all__ = [
+    "DatasetSpec",
+    "RawSplits",
+    "RealData",
+    "default_root",
+    "describe_datasets",
+    "list_datasets",
+    "load_dataset",
+    "register_dataset",
+    "stratified_split",
+]

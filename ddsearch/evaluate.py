@@ -1,0 +1,208 @@
+"""Evaluate a distilled set: train a named architecture from scratch on it, score val and test.
+
+The protocol follows the Dataset Condensation papers (SGD, momentum 0.9, weight decay 5e-4,
+lr x0.1 at half of the epochs, DSA during training, batch 256), so our numbers are comparable
+with the published ones. In-memory tensors are batched by indexing: no DataLoader.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ddsearch.augment import DSA
+from ddsearch.data import RealData
+from ddsearch.models import get_network
+from ddsearch.synset import SyntheticSet
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How an evaluator network is trained; the defaults are the papers' protocol."""
+
+    epochs: int = 1000
+    lr: float = 0.01
+    batch_size: int = 256
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+
+
+@dataclass
+class EvalResult:
+    """Accuracies of independent repeats (fresh init and shuffles per repeat), in [0, 1]."""
+
+    arch: str
+    val_acc: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+    epochs: int = 0
+
+    @staticmethod
+    def _stats(values: list[float]) -> tuple[float, float]:
+        if not values:
+            return float("nan"), float("nan")
+        return float(np.mean(values)), float(np.std(values))
+
+    @property
+    def val_mean(self) -> float:
+        return self._stats(self.val_acc)[0]
+
+    @property
+    def val_std(self) -> float:
+        return self._stats(self.val_acc)[1]
+
+    @property
+    def test_mean(self) -> float:
+        return self._stats(self.test_acc)[0]
+
+    @property
+    def test_std(self) -> float:
+        return self._stats(self.test_acc)[1]
+
+    @property
+    def repeats(self) -> int:
+        return len(self.test_acc) or len(self.val_acc)
+
+    def summary(self) -> dict[str, float | int | str]:
+        return {
+            "arch": self.arch,
+            "val_acc_mean": self.val_mean,
+            "val_acc_std": self.val_std,
+            "test_acc_mean": self.test_mean,
+            "test_acc_std": self.test_std,
+            "repeats": self.repeats,
+            "epochs": self.epochs,
+            "train_seconds": self.train_seconds,
+        }
+
+    def as_dict(self) -> dict:
+        return asdict(self) | self.summary()
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for hard ids, or for soft label logits (turned into probabilities)."""
+    if targets.is_floating_point():
+        return F.cross_entropy(logits, targets.softmax(dim=1))
+    return F.cross_entropy(logits, targets)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Top-1 accuracy in eval mode; one host sync at the end."""
+    if x.shape[0] == 0:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    for start in range(0, x.shape[0], batch_size):
+        logits = model(x[start : start + batch_size])
+        correct += (logits.argmax(dim=1) == y[start : start + batch_size]).sum()
+    model.train(was_training)
+    return correct.item() / x.shape[0]
+
+
+def build_network(arch: str, data: RealData, seed: int, device: torch.device | str) -> nn.Module:
+    """A freshly initialised network whose weights depend only on ``seed`` (no global RNG leak)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = get_network(arch, data.channels, data.num_classes, data.image_size)
+    return net.to(device)
+
+
+def train_network(
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: TrainSettings,
+    seed: int,
+    progress: bool = False,
+    desc: str = "train",
+) -> nn.Module:
+    """Train ``net`` on in-memory tensors with SGD, step decay at half, and per-image DSA."""
+    generator = torch.Generator().manual_seed(seed)
+    dsa = DSA(settings.dsa_strategy)
+    optimizer = torch.optim.SGD(
+        net.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[settings.epochs // 2], gamma=0.1)
+    n = x.shape[0]
+    batches_per_epoch = math.ceil(n / settings.batch_size)
+    net.train()
+    for _ in tqdm(range(settings.epochs), desc=desc, disable=not progress, leave=False, unit="ep"):
+        order = torch.randperm(n, generator=generator).to(x.device, non_blocking=True)
+        for b in range(batches_per_epoch):
+            idx = order[b * settings.batch_size : (b + 1) * settings.batch_size]
+            batch = dsa(x[idx], generator=generator)
+            loss = soft_cross_entropy(net(batch), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+    return net
+
+
+def evaluate_synset(
+    synset: SyntheticSet,
+    data: RealData,
+    arch: str,
+    settings: TrainSettings | None = None,
+    repeats: int = 1,
+    seed: int = 0,
+    use_learned_lr: bool = True,
+    test: bool = True,
+    progress: bool = False,
+) -> EvalResult:
+    """Train ``arch`` from scratch on the synset ``repeats`` times; report val (and test) accuracy."""
+    settings = settings or TrainSettings()
+    if use_learned_lr and synset.lr is not None:
+        settings = TrainSettings(**(asdict(settings) | {"lr": float(synset.lr)}))
+    synset.check_fits(data)
+    device = data.train_x.device
+    x = synset.images.detach().to(device)
+    y = synset.labels.detach().to(device)
+    return _repeat_training(arch, data, x, y, settings, repeats, seed, test, progress)
+
+
+def train_on_real(
+    data: RealData,
+    arch: str,
+    settings: TrainSettings | None = None,
+    repeats: int = 1,
+    seed: int = 0,
+    progress: bool = False,
+) -> EvalResult:
+    """The full-data baseline: the same protocol on the whole real training split."""
+    settings = settings or TrainSettings(epochs=20)
+    return _repeat_training(arch, data, data.train_x, data.train_y, settings, repeats, seed, True, progress)
+
+
+def _repeat_training(
+    arch: str,
+    data: RealData,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: TrainSettings,
+    repeats: int,
+    seed: int,
+    test: bool,
+    progress: bool,
+) -> EvalResult:
+    result = EvalResult(arch=arch, epochs=settings.epochs)
+    start = time.perf_counter()
+    for r in range(repeats):
+        run_seed = seed * 1000 + r
+        net = build_network(arch, data, run_seed, x.device)
+        train_network(net, x, y, settings, run_seed, progress, desc=f"{arch} {r + 1}/{repeats}")
+        result.val_acc.append(accuracy(net, data.val_x, data.val_y))
+        if test:
+            result.test_acc.append(accuracy(net, data.test_x, data.test_y))
+    result.train_seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,206 @@
+"""One distillation run, whatever the method: steps, checkpoint evaluations, final table.
+
+Used by ``ddsearch distill`` and by every Ray Tune trial. It knows nothing of MLflow or Ray:
+callers pass an :class:`Observer` that logs, reports or checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from ddsearch.config import Study
+from ddsearch.data import RealData
+from ddsearch.errors import DDSearchError
+from ddsearch.evaluate import EvalResult, TrainSettings, evaluate_synset
+from ddsearch.methods import Distiller, create_distiller
+from ddsearch.synset import SyntheticSet
+
+
+class DivergedError(DDSearchError):
+    """The loss became NaN or inf; ``last_good`` is the synset from the last finite check."""
+
+    def __init__(self, message: str, last_good: SyntheticSet | None, iteration: int) -> None:
+        super().__init__(message)
+        self.last_good = last_good
+        self.iteration = iteration
+
+
+@dataclass
+class EvalPoint:
+    iteration: int
+    val_acc: float
+    test_acc: float
+    synset: SyntheticSet
+    distill_seconds: float
+    eval_seconds: float
+
+
+@dataclass
+class RunOutcome:
+    synset: SyntheticSet
+    evals: list[EvalPoint] = field(default_factory=list)
+    table: list[EvalResult] = field(default_factory=list)
+    distill_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+
+class Observer(Protocol):
+    """What a caller hears during a run; every method may be a no-op."""
+
+    def on_losses(self, iteration: int, losses: list[float]) -> None: ...
+
+    def on_eval(self, point: EvalPoint, state: dict[str, Any]) -> None: ...
+
+    def on_final(self, outcome: RunOutcome) -> None: ...
+
+
+class NullObserver:
+    def on_losses(self, iteration: int, losses: list[float]) -> None:
+        pass
+
+    def on_eval(self, point: EvalPoint, state: dict[str, Any]) -> None:
+        pass
+
+    def on_final(self, outcome: RunOutcome) -> None:
+        pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DDSearchError("device 'cuda' was asked for but no CUDA GPU is visible; use device: auto or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def eval_settings(study: Study, final: bool) -> TrainSettings:
+    """Evaluator protocol from the study; the DSA strategy matches the distiller's."""
+    from ddsearch.augment import default_strategy
+
+    ev = study.evaluation
+    strategy = study.method.dsa_strategy
+    if strategy == "auto":
+        strategy = default_strategy(study.dataset.name)
+    return TrainSettings(
+        epochs=ev.final_epochs if final else ev.epochs,
+        lr=ev.lr,
+        batch_size=ev.batch_size,
+        dsa_strategy=strategy,
+    )
+
+
+def evaluate_point(study: Study, data: RealData, synset: SyntheticSet, iteration: int) -> EvalResult:
+    ev = study.evaluation
+    return evaluate_synset(
+        synset, data, ev.arch, eval_settings(study, final=False), repeats=ev.repeats, seed=study.seed + iteration
+    )
+
+
+def cross_architecture_table(study: Study, data: RealData, synset: SyntheticSet, progress: bool = False) -> list[EvalResult]:
+    """Train every evaluator architecture on the final set (final_epochs, final_repeats)."""
+    settings = eval_settings(study, final=True)
+    rows = []
+    for arch in tqdm(study.evaluators, desc="evaluators", disable=not progress, leave=False):
+        rows.append(
+            evaluate_synset(synset, data, arch, settings, repeats=study.evaluation.final_repeats, seed=study.seed, progress=progress)
+        )
+    return rows
+
+
+def run_distillation(
+    study: Study,
+    data: RealData,
+    observer: Observer | None = None,
+    resume_state: dict[str, Any] | None = None,
+    progress: bool = True,
+    final_table: bool = True,
+) -> RunOutcome:
+    """Distill with the study's method, evaluating every ``eval_every`` iterations and at the end.
+
+    Host syncs happen only at logging points (every ``log_every`` steps) and evaluations.
+    """
+    observer = observer or NullObserver()
+    distiller: Distiller = create_distiller(study.method, data, seed=study.seed)
+    if resume_state is not None:
+        distiller.load_state_dict(resume_state)
+    ev = study.evaluation
+    total = study.method.iterations
+    outcome = RunOutcome(synset=distiller.synset())
+    clock = {"distill": float(resume_state.get("distill_seconds", 0.0)) if resume_state else 0.0, "eval": 0.0}
+    pending: list[torch.Tensor] = []
+    last_good = distiller.synset()
+
+    bar = tqdm(total=total, initial=distiller.iteration, desc=f"{study.method.name}", disable=not progress, unit="it")
+    while distiller.iteration < total:
+        start = time.perf_counter()
+        pending.append(distiller.step())
+        it = distiller.iteration
+        at_eval = it % ev.eval_every == 0 or it == total
+        if it % ev.log_every == 0 or at_eval:
+            losses = torch.stack(pending).float().cpu().tolist()  # the one host sync per log window
+            pending.clear()
+            if not all(math.isfinite(v) for v in losses):
+                bar.close()
+                raise DivergedError(
+                    f"the {study.method.name} loss became {losses[-1]} at iteration {it}; lower method.lr_img "
+                    f"(now {study.method.lr_img}). The last good synthetic set was kept",
+                    last_good,
+                    it,
+                )
+            last_good = distiller.synset()
+            observer.on_losses(it, losses)
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+        clock["distill"] += time.perf_counter() - start
+        bar.update(1)
+        if at_eval:
+            eval_start = time.perf_counter()
+            synset = distiller.synset()
+            result = evaluate_point(study, data, synset, it)
+            clock["eval"] += time.perf_counter() - eval_start
+            point = EvalPoint(it, result.val_mean, result.test_mean, synset, clock["distill"], clock["eval"])
+            outcome.evals.append(point)
+            bar.write(f"iteration {it}: val_acc {point.val_acc:.4f}  test_acc {point.test_acc:.4f}")
+            state = distiller.state_dict() | {"distill_seconds": clock["distill"]}
+            observer.on_eval(point, state)
+    bar.close()
+
+    outcome.synset = distiller.synset()
+    outcome.distill_seconds = clock["distill"]
+    if final_table:
+        start = time.perf_counter()
+        outcome.table = cross_architecture_table(study, data, outcome.synset, progress=progress)
+        clock["eval"] += time.perf_counter() - start
+    outcome.eval_seconds = clock["eval"]
+    observer.on_final(outcome)
+    return outcome
+
+
+def validate_study(study: Study, data: RealData) -> None:
+    """Fail before anything is logged: the method must build, every evaluator must fit the data."""
+    from ddsearch.models import get_network
+
+    create_distiller(study.method, data, seed=study.seed)
+    for arch in {study.evaluation.arch, *study.evaluators}:
+        get_network(arch, data.channels, data.num_classes, data.image_size)
+
+
+def load_study_data(study: Study, device: torch.device | None = None) -> RealData:
+    """The study's real data on its device (the validation split is what searches optimise)."""
+    from ddsearch.data import load_dataset
+
+    ds = study.dataset
+    return load_dataset(
+        ds.name,
+        root=ds.root,
+        image_size=ds.image_size,
+        val_size=ds.val_size,
+        split_seed=ds.split_seed,
+        device=device or resolve_device(study.device),
+        download=ds.download,
+    )

@@ -1,0 +1,188 @@
+"""The distilled (synthetic) set: images, labels, an optional learned lr and metadata.
+
+Stored with safetensors so that loading a file can never execute code (no pickle), and
+with enough metadata that a set is refused when it does not fit the data it is used with.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ddsearch.errors import DDSearchError
+
+if TYPE_CHECKING:
+    from ddsearch.data import RealData
+
+FORMAT_TAG = "ddsearch-synset"
+FORMAT_VERSION = "1"
+
+
+@dataclass
+class SyntheticSet:
+    """A distilled set in the normalised space of its dataset.
+
+    ``labels`` are int64 class ids ``[N]`` (hard) or float logits ``[N, classes]`` (soft); soft
+    labels are turned into targets with a softmax wherever they are used.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    lr: float | None = None
+    dataset: str = ""
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    method: str = ""
+    class_names: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise DDSearchError(f"synthetic images must be [N, C, H, W], got shape {tuple(self.images.shape)}")
+        if self.labels.shape[0] != self.images.shape[0]:
+            raise DDSearchError(
+                f"synthetic set has {self.images.shape[0]} images but {self.labels.shape[0]} labels"
+            )
+        if self.soft and self.labels.shape[1] != self.num_classes:
+            raise DDSearchError(f"soft labels have {self.labels.shape[1]} columns but the set has {self.num_classes} classes")
+
+    @property
+    def soft(self) -> bool:
+        return self.labels.is_floating_point()
+
+    @property
+    def hard_labels(self) -> torch.Tensor:
+        return self.labels.argmax(dim=1) if self.soft else self.labels
+
+    @property
+    def ipc(self) -> int:
+        return self.images.shape[0] // max(self.num_classes, 1)
+
+    def detached(self) -> "SyntheticSet":
+        """A copy that shares nothing with the optimiser's leaf tensors."""
+        return _replace(self, images=self.images.detach().clone(), labels=self.labels.detach().clone())
+
+    def to(self, device: str | torch.device) -> "SyntheticSet":
+        return _replace(self, images=self.images.to(device), labels=self.labels.to(device))
+
+    # ---- IO -------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (temp file + rename), so a crash never leaves half a synset."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            "images": self.images.detach().cpu().contiguous(),
+            "labels": self.labels.detach().cpu().contiguous(),
+        }
+        meta = {
+            "format": FORMAT_TAG,
+            "version": FORMAT_VERSION,
+            "dataset": self.dataset,
+            "num_classes": str(self.num_classes),
+            "lr": "" if self.lr is None else repr(float(self.lr)),
+            "mean": json.dumps(list(self.mean)),
+            "std": json.dumps(list(self.std)),
+            "method": self.method,
+            "class_names": json.dumps(self.class_names),
+            "config": json.dumps(self.config, default=str),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, expect: "RealData | None" = None) -> "SyntheticSet":
+        """Load and check a synset; with ``expect``, refuse one that does not fit that data."""
+        path = Path(path)
+        if not path.is_file():
+            raise DDSearchError(f"synset file {path} does not exist")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise DDSearchError(f"{path} is not a ddsearch synset file (not readable as safetensors: {err})") from None
+        if meta.get("format") != FORMAT_TAG or not {"images", "labels"} <= tensors.keys():
+            raise DDSearchError(f"{path} is a safetensors file but not a ddsearch synset (no '{FORMAT_TAG}' metadata)")
+        synset = cls(
+            images=tensors["images"],
+            labels=tensors["labels"],
+            num_classes=int(meta["num_classes"]),
+            lr=float(meta["lr"]) if meta.get("lr") else None,
+            dataset=meta.get("dataset", ""),
+            mean=tuple(json.loads(meta.get("mean", "[]"))),
+            std=tuple(json.loads(meta.get("std", "[]"))),
+            method=meta.get("method", ""),
+            class_names=json.loads(meta.get("class_names", "[]")),
+            config=json.loads(meta.get("config", "{}")),
+        )
+        if expect is not None:
+            synset.check_fits(expect, source=str(path))
+        return synset
+
+    def check_fits(self, data: "RealData", source: str = "synthetic set") -> None:
+        """Refuse a set made for another dataset or shape: training on it would be silently wrong."""
+        if self.dataset and self.dataset != data.name:
+            raise DDSearchError(f"{source} was distilled from '{self.dataset}', not '{data.name}'; use a synset of {data.name}")
+        shape = tuple(self.images.shape[1:])
+        want = (data.channels, *data.image_size)
+        if shape != want:
+            raise DDSearchError(f"{source} has images of shape {shape} but {data.name} needs {want}; check the dataset's image_size")
+        if self.num_classes != data.num_classes:
+            raise DDSearchError(f"{source} has {self.num_classes} classes but {data.name} has {data.num_classes}")
+
+    # ---- display --------------------------------------------------------------------------
+    def grid(self, max_per_class: int = 10, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> np.ndarray:
+        """A class x ipc image grid (uint8 HxWx3) in un-normalised colours, one row per class."""
+        from torchvision.utils import make_grid
+
+        mean = mean or self.mean or (0.0,) * self.images.shape[1]
+        std = std or self.std or (1.0,) * self.images.shape[1]
+        images = self.images.detach().float().cpu()
+        labels = self.hard_labels.cpu()
+        rows = []
+        for c in range(self.num_classes):
+            picked = images[labels == c][:max_per_class]
+            pad = max_per_class - picked.shape[0]
+            if pad > 0:
+                picked = torch.cat([picked, torch.zeros(pad, *images.shape[1:])])
+            rows.append(picked)
+        ordered = torch.cat(rows) if rows else images[:0]
+        m = torch.tensor(mean).view(1, -1, 1, 1)
+        s = torch.tensor(std).view(1, -1, 1, 1)
+        ordered = (ordered * s + m).clamp(0, 1)
+        if ordered.shape[1] == 1:
+            ordered = ordered.expand(-1, 3, -1, -1)
+        padding = 1 if ordered.shape[-1] <= 32 else 2
+        grid = make_grid(ordered, nrow=max_per_class, padding=padding, pad_value=1.0)
+        return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+    def save_grid(self, path: str | Path, max_per_class: int = 10, upscale_to: int = 28) -> Path:
+        """Write the grid as PNG; tiny images (8 px digits) are upscaled so people can see them."""
+        from PIL import Image
+
+        image = Image.fromarray(self.grid(max_per_class))
+        factor = max(1, upscale_to // self.images.shape[-1])
+        if factor > 1:
+            image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+        return path
+
+
+def _replace(synset: SyntheticSet, **changes: Any) -> SyntheticSet:
+    from dataclasses import replace
+
+    return replace(synset, **changes)

@@ -1,0 +1,78 @@
+"""Shared pytest fixtures. Keep each fixture small and documented; group by topic."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------- data sets
+def build_fake_mhist(
+    root: Path, n_train: int = 12, n_test: int = 6, size: int = 224, seed: int = 0
+) -> Path:
+    """Write a tiny MHIST in the real layout: annotations.csv + images/MHIST_xxx.png (RGB).
+
+    Labels alternate HP/SSA. HP images are reddish and SSA images bluish, so a test can tell
+    that labels and pixels stayed paired. Returns ``root``.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = ["Image Name,Majority Vote Label,Number of Annotators who Selected SSA (Out of 7),Partition"]
+    for i in range(n_train + n_test):
+        label = "HP" if i % 2 == 0 else "SSA"
+        img = rng.integers(0, 64, size=(size, size, 3), dtype=np.uint8)
+        img[..., 0 if label == "HP" else 2] += 160
+        name = f"MHIST_{i:03d}.png"
+        Image.fromarray(img, "RGB").save(root / "images" / name)
+        votes = int(rng.integers(0, 4)) if label == "HP" else int(rng.integers(4, 8))
+        rows.append(f"{name},{label},{votes},{'train' if i < n_train else 'test'}")
+    (root / "annotations.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def build_fake_imagefolder(
+    root: Path, counts: dict[str, tuple[int, int]], size: tuple[int, int] = (20, 16), mode: str = "RGB"
+) -> Path:
+    """Write root/{train,test}/<class>/img_k.png; ``counts`` maps class -> (n_train, n_test); size is (H, W)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    h, w = size
+    for split, k in (("train", 0), ("test", 1)):
+        for cls, n in counts.items():
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n[k]):
+                shape = (h, w) if mode == "L" else (h, w, 3)
+                Image.fromarray(rng.integers(0, 256, size=shape, dtype=np.uint8), mode).save(d / f"img_{i}.png")
+    return root
+
+
+@pytest.fixture
+def mhist_root(tmp_path: Path) -> Path:
+    """A fake MHIST (12 train + 6 test, 224x224 PNGs) in the real layout."""
+    return build_fake_mhist(tmp_path / "mhist")
+
+
+@pytest.fixture
+def imagefolder_root(tmp_path: Path) -> Path:
+    """An RGB image folder: classes cat/dog/eel with 3/4/5 train and 2/1/2 test images of 20x16."""
+    return build_fake_imagefolder(tmp_path / "folder", {"dog": (4, 1), "cat": (3, 2), "eel": (5, 2)})
+
+
+@pytest.fixture
+def mnist_root() -> Path:
+    """The real MNIST root: $DDSEARCH_DATA, else <repo>/../shared/data; skips when neither has it."""
+    candidates = [Path(p) for p in (os.environ.get("DDSEARCH_DATA"),) if p]
+    candidates.append(REPO_ROOT.parent / "shared" / "data")
+    for root in candidates:
+        if (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+            return root
+    pytest.skip(f"real MNIST not found under {', '.join(str(c) for c in candidates)}")
