@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -23,8 +24,28 @@ TOO_DEEP = {
     128: set(),
     224: set(),
 }
-# Above 64 px these are checked on the meta device (real shapes, no FLOPs) to keep the suite fast.
 EXPENSIVE = {"AlexNet", "AlexNetBN", "VGG11", "VGG11BN", "ResNet18", "ResNet18BN", "ResNet18BN_AP"}
+REAL_ABOVE_64 = {"MLP", "LeNet", "ConvNet", "ConvNetD7", "ConvNetW32", "ConvNetLN", "ConvNetMP"}
+
+
+def _device_for(name: str, size: int) -> str:
+    """'cpu' to run for real, else 'meta': it checks every shape (conv kernels, norm shapes,
+    classifier inputs) without the FLOPs, which keeps the suite fast on 2 cores."""
+    if size <= 32:
+        return "cpu"
+    if size <= 64:
+        return "meta" if name in EXPENSIVE else "cpu"
+    return "cpu" if name in REAL_ABOVE_64 else "meta"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """These tensors are tiny: a second intra-op thread only adds sync cost, and on a busy 2-core
+    machine OpenMP spinning made this file 5x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
@@ -48,10 +69,9 @@ def test_every_model_every_size(size: int, channels: int) -> None:
             with pytest.raises(DDSearchError):
                 get_network(name, channels, NUM_CLASSES, size)
             continue
-        model = get_network(name, channels, NUM_CLASSES, size)
-        x = torch.randn(2, channels, size, size)
-        if size > 64 and name in EXPENSIVE:
-            model, x = model.to("meta"), x.to("meta")
+        with torch.device(_device_for(name, size)):
+            model = get_network(name, channels, NUM_CLASSES, size)
+            x = torch.randn(2, channels, size, size)
         with torch.no_grad():
             out = model(x)
         assert out.shape == (2, NUM_CLASSES), (name, size, channels)
@@ -64,13 +84,13 @@ def test_non_square_image_size() -> None:
         assert model(torch.randn(2, 3, 28, 40)).shape == (2, NUM_CLASSES)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", sorted(set(list_models()) - TOO_DEEP[8]))
 def test_small_images_are_not_collapsed(name: str) -> None:
     """At 8 px the logits must still depend on the input (instance norm of a 1x1 map would not)."""
-    model = get_network(name, 1, NUM_CLASSES, 8).eval()
+    model = get_network(name, 1, NUM_CLASSES, 8)  # train mode, as when distilling/evaluating
     with torch.no_grad():
         a, b = model(torch.randn(2, 1, 8, 8)), model(torch.randn(2, 1, 8, 8))
-    assert not torch.allclose(a, b, atol=1e-5)
+    assert (a - b).abs().max() > 1e-3
 
 
 def test_too_deep_message_names_model_size_and_max_depth() -> None:
@@ -174,10 +194,10 @@ def test_convnet_name_round_trip() -> None:
 def test_generic_spelling_matches_alias(alias: str) -> None:
     cfg = {**CONVNET_DEFAULTS, **CONVNET_ALIASES[alias]}
     generic = convnet_name(cfg["depth"], cfg["width"], cfg["act"], cfg["norm"], cfg["pool"])
-    a, b = get_network(alias, 3, NUM_CLASSES, 64).eval(), get_network(generic, 3, NUM_CLASSES, 64).eval()
+    a, b = get_network(alias, 3, NUM_CLASSES, 128).eval(), get_network(generic, 3, NUM_CLASSES, 128).eval()
     assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
     b.load_state_dict(a.state_dict())
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 128, 128)
     torch.testing.assert_close(a(x), b(x))
 
 

@@ -114,6 +114,12 @@ class RealData:
         perm = torch.randperm(len(idx), generator=generator)[:n]
         return self.train_x[idx[perm.to(idx.device, non_blocking=True)]]
 
+    def sample_classes(self, n: int, generator: torch.Generator) -> Tensor:
+        """``n`` random images of every class, class-contiguous, gathered in one indexing op."""
+        picks = [idx[torch.randperm(len(idx), generator=generator)[:n].to(idx.device, non_blocking=True)]
+                 for idx in self.class_indices]
+        return self.train_x[torch.cat(picks)]
+
     def min_class_count(self) -> int:
         """The number of training images in the smallest class (the largest usable ipc)."""
         return min(len(i) for i in self.class_indices)

@@ -89,7 +89,7 @@ class DataDAM(Distiller):
         n = self.settings.batch_real
         smallest = self.data.min_class_count()
         n = min(n, smallest)  # classes smaller than batch_real give all their images
-        return torch.cat([self.data.sample(c, n, self.generator) for c in range(self.data.num_classes)])
+        return self.data.sample_classes(n, self.generator)
 
     def loss(self) -> torch.Tensor:
         """The scaled attention-matching loss for one fresh network and one real batch."""

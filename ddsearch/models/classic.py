@@ -4,7 +4,7 @@ They follow DC's layer widths, but unlike DC they work at any input size from 8 
 classifier input sizes are measured from the real layer shapes (a dry forward on the meta
 device), and a fixed 2x2 pooling is skipped when the feature map is already smaller than 2 px
 (decided once, at construction), so small images are not pooled to nothing. VGG also skips a
-pool that would leave a 1x1 map for further convs, since instance norm zeroes out a 1x1 map
+pool that would leave a 1x1 map for further convs, since instance norm maps a 1x1 map to a constant
 (at 28 px and up this never triggers, so the shapes there are DC's). The first conv
 pads 28 px images as DC pads MNIST, so 28 px inputs give the same shapes as in DC.
 """

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ddsearch.errors import DDSearchError, suggest
-from ddsearch.models.layers import ACTIVATIONS, NORMS, POOLS, as_hw, first_conv_padding, make_act, make_norm
+from ddsearch.models.layers import ACTIVATIONS, NORMS, POOLS, as_hw, first_conv_padding, make_act, make_norm, out_shape
 
 GENERIC_PATTERN = "ConvNet-d{depth}-w{width}-{act}-{norm}-{pool}"
 _GENERIC_RE = re.compile(r"ConvNet-d(\d+)-w(\d+)-([a-z]+)-([a-z]+)-([a-z]+)")
@@ -88,7 +88,7 @@ class ConvNet(nn.Module):
         blocks = []
         in_ch = channels
         pad = first_conv_padding(hw, base=1, extra=2)
-        h, w = hw[0] + 2 * (pad[0] - 1), hw[1] + 2 * (pad[1] - 1)
+        h, w = hw[0] + 2 * (pad[0] - 1), hw[1] + 2 * (pad[1] - 1)  # 28 -> 32; layernorm needs the size
         for d in range(depth):
             conv = nn.Conv2d(in_ch, width, kernel_size=3, padding=pad if d == 0 else 1)
             blocks.append(nn.Sequential(conv, make_norm(norm, width, (h, w)), make_act(act)))
@@ -104,7 +104,8 @@ class ConvNet(nn.Module):
         }[pool]
         self.num_blocks = depth
         self.width = width
-        self.embed_dim = width * h * w  # (h, w) tracked exactly above; the tests check it against embed()
+        pooled = (m for block in blocks for m in (block, self.pool))
+        self.embed_dim = math.prod(out_shape(nn.Sequential(*pooled), (channels, *hw)))
         self.classifier = nn.Linear(self.embed_dim, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -1,0 +1,45 @@
+"""The evaluator trains real networks: it must beat an untrained control and follow its settings."""
+
+from __future__ import annotations
+
+import torch
+
+from conftest import TINY_CONV
+from ddsearch.evaluate import TrainSettings, accuracy, build_network, evaluate_synset, train_on_real
+from ddsearch.synset import SyntheticSet
+
+
+def real_subset_synset(data, ipc: int) -> SyntheticSet:
+    x, y = data.subset(ipc, torch.Generator().manual_seed(0))
+    return SyntheticSet(images=x, labels=y, num_classes=data.num_classes, dataset=data.name)
+
+
+def test_training_on_a_real_subset_beats_untrained_control(digits) -> None:
+    control = accuracy(build_network(TINY_CONV, digits, seed=0, device="cpu"), digits.val_x, digits.val_y)
+    result = evaluate_synset(real_subset_synset(digits, 5), digits, TINY_CONV, TrainSettings(epochs=60), repeats=2)
+    assert result.repeats == 2 and len(result.test_acc) == 2
+    assert result.val_mean > control + 0.4, (control, result.val_mean)
+    assert result.val_std >= 0
+
+
+def test_soft_labels_train(digits) -> None:
+    synset = real_subset_synset(digits, 3)
+    soft = SyntheticSet(images=synset.images, labels=torch.nn.functional.one_hot(synset.labels, 10).float() * 8,
+                        num_classes=10, dataset="digits", lr=0.02)
+    result = evaluate_synset(soft, digits, TINY_CONV, TrainSettings(epochs=40, dsa_strategy="none"))
+    assert result.val_mean > 0.5
+
+
+def test_same_seed_same_result_and_seeds_differ(digits) -> None:
+    synset = real_subset_synset(digits, 2)
+    settings = TrainSettings(epochs=5)
+    a = evaluate_synset(synset, digits, TINY_CONV, settings, seed=4)
+    b = evaluate_synset(synset, digits, TINY_CONV, settings, seed=4)
+    assert a.val_acc == b.val_acc
+    nets = [build_network(TINY_CONV, digits, seed=s, device="cpu") for s in (0, 1)]
+    assert not torch.equal(next(nets[0].parameters()), next(nets[1].parameters()))
+
+
+def test_full_data_baseline_is_high(digits) -> None:
+    result = train_on_real(digits, TINY_CONV, TrainSettings(epochs=15, lr=0.05, batch_size=64, dsa_strategy="none"))
+    assert result.test_mean > 0.9
