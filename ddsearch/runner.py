@@ -18,7 +18,7 @@ from ddsearch.config import Study
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.evaluate import EvalResult, TrainSettings, evaluate_synset
-from ddsearch.methods import Distiller, create_distiller
+from ddsearch.methods import Distiller, create_distiller, validate_method
 from ddsearch.synset import SyntheticSet
 
 
@@ -126,7 +126,7 @@ def run_distillation(
     Host syncs happen only at logging points (every ``log_every`` steps) and evaluations.
     """
     observer = observer or NullObserver()
-    distiller: Distiller = create_distiller(study.method, data, seed=study.seed)
+    distiller: Distiller = create_distiller(study.method, data, seed=study.seed, progress=progress)
     if resume_state is not None:
         distiller.load_state_dict(resume_state)
     ev = study.evaluation
@@ -185,7 +185,7 @@ def validate_study(study: Study, data: RealData) -> None:
     """Fail before anything is logged: the method must build, every evaluator must fit the data."""
     from ddsearch.models import get_network
 
-    create_distiller(study.method, data, seed=study.seed)
+    validate_method(study.method, data)
     for arch in {study.evaluation.arch, *study.evaluators}:
         get_network(arch, data.channels, data.num_classes, data.image_size)
 

@@ -10,27 +10,37 @@ from ddsearch.errors import suggest
 from ddsearch.methods.base import Distiller
 
 
-def _datadam(settings: MethodBase, data: RealData, seed: int) -> Distiller:
+def _datadam() -> type[Distiller]:
     from ddsearch.methods.datadam import DataDAM
 
-    return DataDAM(settings, data, seed)  # type: ignore[arg-type]
+    return DataDAM
 
 
-def _pad(settings: MethodBase, data: RealData, seed: int) -> Distiller:
+def _pad() -> type[Distiller]:
     from ddsearch.methods.pad import PAD
 
-    return PAD(settings, data, seed)  # type: ignore[arg-type]
+    return PAD
 
 
-METHODS: dict[str, Callable[[MethodBase, RealData, int], Distiller]] = {"datadam": _datadam, "pad": _pad}
+# Lazy, so that importing one method never pays for another's imports.
+METHODS: dict[str, Callable[[], type[Distiller]]] = {"datadam": _datadam, "pad": _pad}
 
 
-def create_distiller(settings: MethodBase, data: RealData, seed: int = 0) -> Distiller:
-    """Build the distiller the settings name; the caller never needs to know which it is."""
+def method_class(settings: MethodBase) -> type[Distiller]:
     name = getattr(settings, "name", "")
     if name not in METHODS:
         raise suggest(name, METHODS, "method")
-    return METHODS[name](settings, data, seed)
+    return METHODS[name]()
 
 
-__all__ = ["Distiller", "METHODS", "create_distiller"]
+def create_distiller(settings: MethodBase, data: RealData, seed: int = 0, progress: bool = True) -> Distiller:
+    """Build the distiller the settings name; the caller never needs to know which it is."""
+    return method_class(settings)(settings, data, seed, progress=progress)
+
+
+def validate_method(settings: MethodBase, data: RealData) -> None:
+    """Cheap up-front checks (no expert training, no distillation) that the settings fit the data."""
+    method_class(settings).validate(settings, data)
+
+
+__all__ = ["Distiller", "METHODS", "create_distiller", "method_class", "validate_method"]

@@ -27,8 +27,8 @@ class Distiller(ABC):
 
     method_name: str = ""
 
-    def __init__(self, settings: MethodBase, data: RealData, seed: int = 0) -> None:
-        data.check_ipc(settings.ipc)
+    def __init__(self, settings: MethodBase, data: RealData, seed: int = 0, progress: bool = True) -> None:
+        self.validate(settings, data)
         self.settings = settings
         self.data = data
         self.device = data.train_x.device
@@ -39,6 +39,14 @@ class Distiller(ABC):
         self.dsa = DSA(strategy)
         self.images = self._initial_images().requires_grad_(True)
         self.labels = torch.arange(data.num_classes, device=self.device).repeat_interleave(settings.ipc)
+
+    @classmethod
+    def validate(cls, settings: MethodBase, data: RealData) -> None:
+        """Cheap checks that the settings fit the data, run before anything is logged or trained."""
+        from ddsearch.models import get_network
+
+        data.check_ipc(settings.ipc)
+        get_network(settings.arch, data.channels, data.num_classes, data.image_size)
 
     # ---- what each method provides ------------------------------------------------------
     @abstractmethod

@@ -64,16 +64,18 @@ class DataDAM(Distiller):
     method_name = "datadam"
     settings: DataDAMSettings
 
-    def __init__(self, settings: DataDAMSettings, data: RealData, seed: int = 0) -> None:
+    def __init__(self, settings: DataDAMSettings, data: RealData, seed: int = 0, progress: bool = True) -> None:
+        super().__init__(settings, data, seed, progress)
+        self.optimizer = torch.optim.SGD([self.images], lr=settings.lr_img, momentum=settings.momentum)
+
+    @classmethod
+    def validate(cls, settings: DataDAMSettings, data: RealData) -> None:  # type: ignore[override]
         if not is_conv_family(settings.arch):
             raise DDSearchError(
                 f"DataDAM needs a convolutional network with blocks to take attention from; "
                 f"'{settings.arch}' has none. Use a ConvNet variant such as ConvNetBN"
             )
-        super().__init__(settings, data, seed)
-        # Building a network once checks that the architecture fits the image size up front.
-        get_network(settings.arch, data.channels, data.num_classes, data.image_size)
-        self.optimizer = torch.optim.SGD([self.images], lr=settings.lr_img, momentum=settings.momentum)
+        super().validate(settings, data)
 
     def _fresh_network(self) -> torch.nn.Module:
         """A newly initialised, frozen network drawn from the run's generator."""

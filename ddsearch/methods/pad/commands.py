@@ -1,0 +1,64 @@
+"""``ddsearch scores`` and ``ddsearch experts``: fill PAD's cache ahead of a study."""
+
+from __future__ import annotations
+
+import time
+
+from ddsearch.config import PADSettings, Study, load_study
+from ddsearch.data import RealData
+from ddsearch.errors import DDSearchError
+
+
+def _load(study_path: str, overrides: list[str] | None) -> tuple[Study, PADSettings, RealData]:
+    from ddsearch.runner import load_study_data
+
+    study = load_study(study_path, overrides or [])
+    if study.method.name != "pad" or not isinstance(study.method, PADSettings):
+        raise DDSearchError(
+            f"{study_path}: method is '{study.method.name}', but scores and experts are PAD's; "
+            "use a study with method.name: pad (e.g. studies/mnist_pad.yaml)"
+        )
+    if study.search:
+        touched = sorted(set(study.search) & _CACHE_SHAPING)
+        if touched:
+            print(f"note: the search varies {', '.join(touched)}; this builds the cache for the study's fixed values only")
+    return study, study.method, load_study_data(study)
+
+
+_CACHE_SHAPING = {
+    "arch", "lr_teacher", "expert_train_epochs", "expert_batch", "expert_momentum", "expert_weight_decay",
+    "init_ratio", "add_end_epoch", "rm_epoch_first", "rm_easy_ratio_first", "rm_epoch_second",
+    "rm_easy_ratio_second", "score", "score_models", "score_epochs", "num_experts", "dsa_strategy",
+}
+
+
+def scores_command(study_path: str, overrides: list[str] | None = None) -> int:
+    from ddsearch.methods.pad.scores import get_scores
+
+    study, settings, data = _load(study_path, overrides)
+    start = time.perf_counter()
+    scores, path, cached = get_scores(data, settings, study.seed, progress=True)
+    seconds = time.perf_counter() - start
+    print(f"{settings.score} scores of {len(scores)} {data.name} training images "
+          f"({'cache hit' if cached else f'computed in {seconds:.1f}s'}): {path}")
+    for c, idx in enumerate(data.class_indices):
+        s = scores[idx.cpu()]
+        print(f"  class {data.class_names[c]:>10}: n={len(s):6d}  min {s.min():.4f}  "
+              f"median {s.median():.4f}  max {s.max():.4f}")
+    return 0
+
+
+def experts_command(study_path: str, overrides: list[str] | None = None) -> int:
+    from ddsearch.methods.pad.experts import get_experts
+
+    study, settings, data = _load(study_path, overrides)
+    start = time.perf_counter()
+    buffer = get_experts(data, settings, study.seed, progress=True)
+    seconds = time.perf_counter() - start
+    hits = len(buffer) - buffer.built
+    print(f"{len(buffer)} experts of {settings.arch} ({buffer.layout.total} parameters, {buffer.epochs} epochs): "
+          f"{hits} cached, {buffer.built} trained in {seconds:.1f}s")
+    print(f"cache: {buffer.paths[0].parent}")
+    for k, acc in enumerate(buffer.val_acc):
+        print(f"  expert {k:3d}: final val_acc {acc:.4f}")
+    return 0
