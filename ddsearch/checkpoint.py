@@ -64,14 +64,19 @@ def save_state(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; raises OSError/ValueError/SafetensorError if unreadable."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+    return load_file(str(path)), meta
+
+
 def load_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-        tensors = load_file(str(path))
+        tensors, meta = read_safetensors(path)
     except (SafetensorError, OSError, ValueError) as err:
         raise DDSearchError(f"checkpoint {path} is unreadable ({err}); delete it to start that run afresh") from None
     if "ddsearch-state" not in meta:

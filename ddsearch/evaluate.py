@@ -7,6 +7,7 @@ with the published ones. In-memory tensors are batched by indexing: no DataLoade
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ class TrainSettings:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    batch_repeats: bool = True  # train independent repeats together with torch.func.vmap where possible
 
 
 @dataclass
@@ -89,9 +91,7 @@ class EvalResult:
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy for hard ids, or for soft label logits (turned into probabilities)."""
-    if targets.is_floating_point():
-        return F.cross_entropy(logits, targets.softmax(dim=1))
-    return F.cross_entropy(logits, targets)
+    return soft_cross_entropy_per_sample(logits, targets).mean()
 
 
 @torch.no_grad()
@@ -197,12 +197,76 @@ def _repeat_training(
 ) -> EvalResult:
     result = EvalResult(arch=arch, epochs=settings.epochs)
     start = time.perf_counter()
-    for r in range(repeats):
-        run_seed = seed * 1000 + r
-        net = build_network(arch, data, run_seed, x.device)
-        train_network(net, x, y, settings, run_seed, progress, desc=f"{arch} {r + 1}/{repeats}")
+    seeds = [seed * 1000 + r for r in range(repeats)]
+    nets = [build_network(arch, data, s, x.device) for s in seeds]
+    if repeats > 1 and settings.batch_repeats and can_batch(nets[0]):
+        train_stacked(nets, x, y, settings, seed, progress, desc=f"{arch} x{repeats}")
+    else:
+        for r, (net, run_seed) in enumerate(zip(nets, seeds)):
+            train_network(net, x, y, settings, run_seed, progress, desc=f"{arch} {r + 1}/{repeats}")
+    for net in nets:
         result.val_acc.append(accuracy(net, data.val_x, data.val_y))
         if test:
             result.test_acc.append(accuracy(net, data.test_x, data.test_y))
     result.train_seconds = time.perf_counter() - start
     return result
+
+
+def can_batch(net: nn.Module) -> bool:
+    """Batch norm keeps running statistics in place, which vmap cannot do in train mode."""
+    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+def train_stacked(
+    nets: list[nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: TrainSettings,
+    seed: int,
+    progress: bool = False,
+    desc: str = "train",
+) -> None:
+    """Train independent copies at once: stacked weights, one vmapped forward per batch.
+
+    Each repeat keeps its own initialisation, shuffling and augmentation; the loss is the sum
+    of the repeats' mean losses, so every copy sees exactly the gradient it would see alone,
+    and SGD (momentum, weight decay) acts element-wise. Results land back in ``nets``.
+    """
+    from torch.func import functional_call, stack_module_state, vmap
+
+    params, buffers = stack_module_state(nets)
+    template = copy.deepcopy(nets[0]).to("meta")
+
+    def forward(p: dict, b: dict, batch: torch.Tensor) -> torch.Tensor:
+        return functional_call(template, (p, b), (batch,))
+
+    batched_forward = vmap(forward, randomness="different")
+    generator = torch.Generator().manual_seed(seed)
+    dsa = DSA(settings.dsa_strategy)
+    optimizer = torch.optim.SGD(
+        list(params.values()), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[settings.epochs // 2], gamma=0.1)
+    repeats, n = len(nets), x.shape[0]
+    for _ in tqdm(range(settings.epochs), desc=desc, disable=not progress, leave=False, unit="ep"):
+        orders = torch.stack([torch.randperm(n, generator=generator) for _ in range(repeats)]).to(x.device, non_blocking=True)
+        for b in range(math.ceil(n / settings.batch_size)):
+            idx = orders[:, b * settings.batch_size : (b + 1) * settings.batch_size]
+            batch = dsa(x[idx.flatten()], generator=generator).view(*idx.shape, *x.shape[1:])
+            logits = batched_forward(params, buffers, batch)
+            targets = y[idx.flatten()]
+            per_image = soft_cross_entropy_per_sample(logits.flatten(0, 1), targets)
+            loss = per_image.view(idx.shape).mean(dim=1).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+    with torch.no_grad():
+        for r, net in enumerate(nets):
+            net.load_state_dict({k: v[r] for k, v in (params | buffers).items()})
+
+
+def soft_cross_entropy_per_sample(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    if targets.is_floating_point():
+        return F.cross_entropy(logits, targets.softmax(dim=1), reduction="none")
+    return F.cross_entropy(logits, targets, reduction="none")

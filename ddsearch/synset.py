@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from ddsearch.checkpoint import read_safetensors
 from ddsearch.errors import DDSearchError
 
 if TYPE_CHECKING:
@@ -106,11 +107,7 @@ class SyntheticSet:
         if not path.is_file():
             raise DDSearchError(f"synset file {path} does not exist")
         try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
-                meta = handle.metadata() or {}
-            tensors = load_file(str(path))
+            tensors, meta = read_safetensors(path)
         except (SafetensorError, OSError, ValueError) as err:
             raise DDSearchError(f"{path} is not a ddsearch synset file (not readable as safetensors: {err})") from None
         if meta.get("format") != FORMAT_TAG or not {"images", "labels"} <= tensors.keys():

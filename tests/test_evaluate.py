@@ -43,3 +43,20 @@ def test_same_seed_same_result_and_seeds_differ(digits) -> None:
 def test_full_data_baseline_is_high(digits) -> None:
     result = train_on_real(digits, TINY_CONV, TrainSettings(epochs=15, lr=0.05, batch_size=64, dsa_strategy="none"))
     assert result.test_mean > 0.9
+
+
+def test_stacked_repeats_train_exactly_like_separate_ones(digits) -> None:
+    """With one full batch per epoch (order-free), vmapped training must match separate training."""
+    from ddsearch.evaluate import train_network, train_stacked
+
+    x, y = digits.subset(3, torch.Generator().manual_seed(0))
+    settings = TrainSettings(epochs=3, lr=0.1, batch_size=64, dsa_strategy="none")
+    stacked = [build_network(TINY_CONV, digits, seed=s, device="cpu") for s in (0, 1)]
+    alone = [build_network(TINY_CONV, digits, seed=s, device="cpu") for s in (0, 1)]
+    train_stacked(stacked, x, y, settings, seed=0)
+    for net, reference in zip(stacked, alone):
+        train_network(reference, x, y, settings, seed=5)
+        for (name, a), b in zip(net.state_dict().items(), reference.state_dict().values()):
+            assert torch.allclose(a, b, atol=1e-5), name
+    assert not torch.allclose(stacked[0].state_dict()[next(iter(stacked[0].state_dict()))],
+                              stacked[1].state_dict()[next(iter(stacked[1].state_dict()))])
