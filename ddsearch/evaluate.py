@@ -34,7 +34,9 @@ class TrainSettings:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
-    batch_repeats: bool = True  # train independent repeats together with torch.func.vmap where possible
+    # Train independent repeats together under torch.func.vmap. None: only on GPUs, since on CPU
+    # the stacked (grouped) convolutions measured 2x slower (benchmarks/results/evaluate_repeats_cpu.md).
+    batch_repeats: bool | None = None
 
 
 @dataclass
@@ -199,7 +201,8 @@ def _repeat_training(
     start = time.perf_counter()
     seeds = [seed * 1000 + r for r in range(repeats)]
     nets = [build_network(arch, data, s, x.device) for s in seeds]
-    if repeats > 1 and settings.batch_repeats and can_batch(nets[0]):
+    stack = settings.batch_repeats if settings.batch_repeats is not None else x.device.type == "cuda"
+    if repeats > 1 and stack and can_batch(nets[0]):
         train_stacked(nets, x, y, settings, seed, progress, desc=f"{arch} x{repeats}")
     else:
         for r, (net, run_seed) in enumerate(zip(nets, seeds)):

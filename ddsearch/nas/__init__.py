@@ -1,0 +1,39 @@
+"""NAS on distilled proxy data: rank candidate architectures cheaply, and check the ranking.
+
+- :mod:`ddsearch.nas.settings` the protocol (``NASSettings``) and Ray fan-out shares (``Parallel``)
+- :mod:`ddsearch.nas.spaces`   candidate spaces: ``seed22``, the 720-architecture ``grid``, lists
+- :mod:`ddsearch.nas.metrics`  Spearman, Kendall, top-k overlap and regret (with tie rules)
+- :mod:`ddsearch.nas.ranking`  training candidates on the proxy, the random control and real data
+- :mod:`ddsearch.nas.report`   the scatter plot, the summary lines and the MLflow run
+- :mod:`ddsearch.nas.command`  ``ddsearch nas``
+
+Library use (no MLflow, no Ray)::
+
+    outcome = run_nas(proxy, data, resolve_space("seed22"), NASSettings(epochs=300, truth_epochs=2))
+    outcome.table(); outcome.proxy_agreement.spearman
+
+The names below are imported lazily, so that ``ddsearch --help`` does not pull in torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "NASSettings": "settings", "Parallel": "settings",
+    "GRID_AXES": "spaces", "SEED22": "spaces", "Skipped": "spaces", "grid_space": "spaces",
+    "resolve_space": "spaces", "split_runnable": "spaces",
+    "Agreement": "metrics", "agreement": "metrics", "kendall": "metrics", "ranks": "metrics",
+    "spearman": "metrics", "top_k": "metrics", "top_k_overlap": "metrics",
+    "CandidateScore": "ranking", "NASOutcome": "ranking", "Ranking": "ranking", "control_set": "ranking",
+    "ground_truth": "ranking", "run_nas": "ranking", "score_candidates": "ranking",
+    "nas_command": "command",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ddsearch.nas' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ddsearch.nas.{_EXPORTS[name]}"), name)

@@ -1,0 +1,107 @@
+"""``ddsearch nas``: find the proxy set, run the search, record it in MLflow, print the ranking."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from ddsearch.errors import DDSearchError
+from ddsearch.nas.ranking import NASSettings, Parallel, run_nas
+from ddsearch.nas.spaces import resolve_space
+
+
+def settings_from_args(args: argparse.Namespace) -> NASSettings:
+    return NASSettings(
+        epochs=args.epochs, seeds=args.seeds, lr=args.lr, batch_size=args.batch_size, dsa_strategy=args.dsa,
+        use_learned_lr=not args.ignore_learned_lr, truth_epochs=args.truth_epochs, truth_seeds=args.truth_seeds,
+        truth_train_size=args.truth_train_size, truth_batch_size=args.truth_batch_size, top_k=args.top_k, seed=args.seed,
+    )
+
+
+def parallel_from_args(args: argparse.Namespace) -> Parallel | None:
+    if not args.parallel:
+        return None
+    import torch
+
+    gpus = args.gpus_per_task
+    if gpus is None:
+        gpus = 0.25 if torch.cuda.is_available() else 0.0
+    if args.cpus_per_task <= 0 or gpus < 0:
+        raise DDSearchError("--cpus-per-task must be positive and --gpus-per-task not negative")
+    return Parallel(cpus_per_task=args.cpus_per_task, gpus_per_task=gpus, address=args.address)
+
+
+def fetch_proxy(args: argparse.Namespace, uri: str, workdir: Path) -> tuple[Path, str, dict[str, str]]:
+    """(local synset file, a description of where it came from, tags for the NAS run)."""
+    from ddsearch import tracking
+
+    if bool(args.synset) == bool(args.from_study):
+        raise DDSearchError("give the proxy set with exactly one of --synset FILE|runs:/<run_id>/synset.safetensors "
+                            "and --from-study NAME")
+    if args.from_study:
+        best = tracking.best_study_trial(uri, args.from_study, args.study_experiment)
+        print(f"study {args.from_study!r}: best trial {best['run_name'] or best['run_id']} "
+              f"({best['metric']} {best['score']:.4f})")
+        path = tracking.download_run_artifact(uri, best["source"], workdir)
+        tags = {"ddsearch.study": args.from_study, "ddsearch.proxy_run": best["run_id"]}
+        return path, best["source"], tags
+    if args.synset.startswith("runs:/"):
+        path = tracking.download_run_artifact(uri, args.synset, workdir)
+        return path, args.synset, {"ddsearch.proxy_run": tracking.parse_runs_uri(args.synset)[0]}
+    return Path(args.synset), str(args.synset), {}
+
+
+def nas_command(args: argparse.Namespace) -> int:
+    from ddsearch import tracking
+    from ddsearch.augment import DSA
+    from ddsearch.data import load_dataset
+    from ddsearch.nas.report import log_outcome, print_table, summary_lines
+    from ddsearch.runner import resolve_device
+    from ddsearch.synset import SyntheticSet
+
+    settings = settings_from_args(args)  # bad numbers fail before anything is loaded
+    candidates = resolve_space(args.space, args.k, args.seed)
+    parallel = parallel_from_args(args)
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    tracking.check_reachable(uri)
+
+    with tempfile.TemporaryDirectory(prefix="ddsearch-nas-") as tmp:
+        path, source, tags = fetch_proxy(args, uri, Path(tmp))
+        header = SyntheticSet.load(path)
+        dataset = args.dataset or header.dataset
+        if not dataset:
+            raise DDSearchError(f"{source} does not name its dataset; pass --dataset")
+        data = load_dataset(dataset, root=args.data_root, image_size=args.image_size, val_size=args.val_size,
+                            device=resolve_device(args.device))
+        proxy = SyntheticSet.load(path, expect=data)  # another dataset or shape: a clear error, before any run
+    DSA(settings.strategy(data))  # so is a misspelt --dsa
+
+    label = proxy.method or "synset"
+    space = args.space if args.space in ("seed22", "grid") else "list"
+    run_id = tracking.create_nas_run(
+        uri, args.experiment, f"nas-{data.name}-{label}-ipc{proxy.ipc}-{space}",
+        tags | {"ddsearch.proxy": source[:4000], "ddsearch.dataset": data.name},
+    )
+    print(f"MLflow run {run_id} in {uri}")
+    try:
+        outcome = run_nas(proxy, data, candidates, settings, control=not args.no_control, cache_dir=args.cache_dir,
+                          use_cache=not args.no_cache, parallel=parallel, progress=not args.quiet, proxy_source=source)
+        params = {"dataset": data.name, "proxy": source, "proxy_method": proxy.method, "proxy_ipc": proxy.ipc,
+                  "proxy_images": int(proxy.images.shape[0]), "space": args.space, "k": args.k,
+                  "candidates": ",".join(outcome.candidates), "parallel": parallel is not None,
+                  "device": str(data.device)}
+        log_outcome(outcome, uri, run_id, params)
+    except BaseException as err:
+        tracking.set_tags(uri, run_id, {tracking.TAG_FAILURE: f"{type(err).__name__}: {err}"})
+        tracking.set_status(uri, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    tracking.set_status(uri, run_id, "FINISHED")
+
+    print_table(outcome)
+    print("\n".join(summary_lines(outcome)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(outcome.summary(), indent=2, default=str))
+    print(f"recorded in MLflow run {run_id}")
+    return 0

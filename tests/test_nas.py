@@ -1,0 +1,289 @@
+"""`ddsearch nas`: rank metrics against hand-computed rankings, spaces, the ground-truth cache,
+the study lookup, the end-to-end command on digits, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ddsearch.cli import main
+from ddsearch.errors import DDSearchError
+from ddsearch.models import list_models
+from ddsearch.nas import (
+    SEED22,
+    NASSettings,
+    Parallel,
+    agreement,
+    control_set,
+    grid_space,
+    ground_truth,
+    kendall,
+    ranks,
+    resolve_space,
+    score_candidates,
+    spearman,
+    split_runnable,
+    top_k,
+    top_k_overlap,
+)
+from ddsearch.synset import SyntheticSet
+
+# Small, fast candidates for 8x8 digits (widths 4-8), and one that cannot run there.
+SMALL = ["ConvNet-d1-w8-relu-instancenorm-avgpool", "ConvNet-d2-w8-relu-batchnorm-maxpool",
+         "ConvNet-d2-w4-sigmoid-none-avgpool"]
+TOO_DEEP = "ConvNetD5"
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.strip() and "INFO mlflow" not in line]
+    assert len(lines) == 1 and lines[0].startswith("ddsearch: error:"), err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def subset_synset(data, ipc: int, seed: int = 1, method: str = "random") -> SyntheticSet:
+    x, y = data.subset(ipc, torch.Generator().manual_seed(seed))
+    return SyntheticSet(images=x, labels=y, num_classes=data.num_classes, dataset=data.name, method=method)
+
+
+# ---- metrics, by hand ---------------------------------------------------------------------------
+
+def test_reversed_ranking_is_minus_one_with_full_regret() -> None:
+    names = list("abcde")
+    a = agreement(names, [1, 2, 3, 4, 5], [5, 4, 3, 2, 1], k=2)
+    assert a.spearman == pytest.approx(-1.0) and a.kendall == pytest.approx(-1.0)
+    assert a.top_pick == "e" and a.top_pick_true_acc == 1 and a.true_best == "a" and a.regret == 4
+    assert a.top_k_overlap == 0.0 and a.n == 5
+    same = agreement(names, [0.1, 0.2, 0.3, 0.4, 0.5], [1, 2, 3, 4, 5], k=2)
+    assert same.spearman == pytest.approx(1.0) and same.kendall == pytest.approx(1.0)
+    assert same.regret == 0 and same.top_k_overlap == 1.0
+
+
+def test_ties_hand_computed() -> None:
+    proxy = [0.9, 0.8, 0.8, 0.5]
+    truth = [0.7, 0.9, 0.6, 0.6]
+    # Average ranks (1 = best): proxy [1, 2.5, 2.5, 4], truth [2, 1, 3.5, 3.5].
+    np.testing.assert_allclose(ranks(proxy), [1, 2.5, 2.5, 4])
+    np.testing.assert_allclose(ranks(truth), [2, 1, 3.5, 3.5])
+    # Pearson of the ranks: deviations [-1.5, 0, 0, 1.5] and [-0.5, -1.5, 1, 1] -> 2.25 / 4.5.
+    assert spearman(proxy, truth) == pytest.approx(0.5)
+    # Pairs: 3 concordant, 1 discordant, 1 tied in proxy, 1 tied in truth -> tau-b 2 / sqrt(5 * 5).
+    assert kendall(proxy, truth) == pytest.approx(0.4)
+    # Proxy top pick is candidate 0 (true 0.7); the true best is 0.9 -> regret 0.2.
+    a = agreement(list("abcd"), proxy, truth, k=2)
+    assert (a.top_pick, a.true_best) == ("a", "b") and a.regret == pytest.approx(0.2)
+    # Proxy top-2 = [a, b] (the 0.8 tie goes to the first listed); true 2nd best is 0.7: both in.
+    assert top_k(proxy, 2) == [0, 1] and top_k_overlap(proxy, truth, 2) == 1.0
+    assert top_k_overlap(proxy, truth, 1) == 0.0  # a is not the true best
+    assert top_k_overlap(proxy, truth, 3) == 1.0  # 3rd best true is 0.6, tied: c and d both count
+
+
+def test_failed_candidates_are_left_out_and_degenerate_cases_are_nan() -> None:
+    a = agreement(["a", "b", "c", "d"], [0.3, float("nan"), 0.2, 0.1], [0.9, 0.1, 0.5, 0.4], k=2)
+    assert a.n == 3 and a.spearman == pytest.approx(1.0) and a.regret == 0
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3])) and math.isnan(kendall([1], [2]))
+    assert "proxy.spearman" not in agreement(["a"], [1.0], [1.0]).metrics("proxy")  # NaN is not logged
+
+
+# ---- spaces ---------------------------------------------------------------------------------------
+
+def test_spaces() -> None:
+    assert len(SEED22) == 22 and set(SEED22) <= set(list_models())
+    grid = grid_space()
+    assert len(grid) == len(set(grid)) == 720
+    sample = resolve_space("grid", k=20, seed=3)
+    assert len(sample) == 20 and set(sample) <= set(grid)
+    assert sample == resolve_space("grid", k=20, seed=3) != resolve_space("grid", k=20, seed=4)
+    assert resolve_space(" ConvNetBN , LeNet ") == ["ConvNetBN", "LeNet"]
+    with pytest.raises(DDSearchError, match="unknown architecture 'ConvNetBM'; did you mean .*'ConvNetBN'"):
+        resolve_space("ConvNetBM")
+    with pytest.raises(DDSearchError, match="twice"):
+        resolve_space("ConvNetBN,ConvNetBN")
+    with pytest.raises(DDSearchError, match="did you mean 'seed22'"):
+        resolve_space("Seed22")
+
+
+def test_candidate_too_deep_is_skipped_with_reason(digits) -> None:
+    runnable, skipped = split_runnable(["ConvNetD3", TOO_DEEP, "ConvNet-d4-w8-relu-none-none"],
+                                       digits.channels, digits.num_classes, digits.image_size)
+    assert runnable == ["ConvNetD3", "ConvNet-d4-w8-relu-none-none"]  # no pooling: any depth fits
+    assert [s.arch for s in skipped] == [TOO_DEEP] and "too deep for 8x8" in skipped[0].reason
+
+
+# ---- control and ground truth -----------------------------------------------------------------------
+
+def test_control_matches_the_proxy_per_class_with_real_images(digits) -> None:
+    proxy = subset_synset(digits, 3)
+    proxy.labels = torch.nn.functional.one_hot(proxy.labels, 10).float()  # soft labels: counted by argmax
+    control = control_set(digits, proxy, seed=5)
+    assert torch.equal(torch.bincount(control.labels, minlength=10), torch.full((10,), 3))
+    flat = digits.train_x.flatten(1)
+    for image, label in zip(control.images, control.labels):
+        match = (flat == image.flatten()).all(dim=1)
+        assert match.any() and (digits.train_y[match] == label).all()
+
+
+def test_ground_truth_is_cached_by_data_and_schedule(digits, tmp_path) -> None:
+    settings = NASSettings(truth_epochs=1, truth_train_size=300, dsa_strategy="none")
+    first = ground_truth(SMALL[:1], digits, settings, cache_dir=tmp_path, progress=False)
+    assert not first[0].cached and first[0].error is None and len(first[0].acc) == 1
+    again = ground_truth(SMALL[:2], digits, settings, cache_dir=tmp_path, progress=False)
+    assert again[0].cached and again[0].acc == first[0].acc and again[0].seconds == first[0].seconds
+    assert not again[1].cached  # a new candidate is trained and added
+    other = ground_truth(SMALL[:1], digits, NASSettings(truth_epochs=1, truth_train_size=200, dsa_strategy="none"),
+                         cache_dir=tmp_path, progress=False)
+    assert not other[0].cached  # another schedule is another key
+    assert len(list((tmp_path / "nas" / "truth").glob("digits-*.json"))) == 2
+
+
+# ---- the command, end to end on digits ------------------------------------------------------------
+
+def test_nas_end_to_end_on_digits(digits, tmp_path, capsys) -> None:
+    from mlflow import MlflowClient
+
+    proxy = subset_synset(digits, 2).save(tmp_path / "proxy.safetensors")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = tmp_path / "nas.json"
+    code, out, err = run_cli(
+        capsys, "nas", "--synset", str(proxy), "--space", ",".join([*SMALL, TOO_DEEP]), "--epochs", "4",
+        "--seeds", "2", "--truth-epochs", "1", "--truth-train-size", "500", "--top-k", "2",
+        "--tracking-uri", uri, "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--quiet",
+        "--json", str(summary),
+    )
+    assert code == 0, err
+    assert f"skipped {TOO_DEEP}: {TOO_DEEP} is too deep" in out and "Spearman" in out
+
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("nas").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["ddsearch.kind"] == "nas"
+    metrics = run.data.metrics
+    for key in ("proxy.spearman", "proxy.kendall", "proxy.regret", "proxy.top_k_overlap", "control.spearman",
+                "control.regret", "proxy.seconds", "control.seconds", "truth.seconds", "time_ratio"):
+        assert key in metrics, key
+    assert metrics["candidates"] == 3 and metrics["skipped"] == 1 and -1 <= metrics["proxy.spearman"] <= 1
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"nas_ranking.json", "nas_scatter.png", "nas_summary.json"} <= artifacts
+    png = Path(client.download_artifacts(run.info.run_id, "nas_scatter.png", str(tmp_path)))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "nas_ranking.json", str(tmp_path))).read_text())
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    by_arch = {r["arch"]: r for r in rows}
+    assert set(by_arch) == {*SMALL, TOO_DEEP}
+    assert by_arch[TOO_DEEP]["status"] == "skipped" and "too deep" in by_arch[TOO_DEEP]["reason"]
+    for arch in SMALL:
+        row = by_arch[arch]
+        assert row["status"] == "ok" and 0 <= row["proxy_acc"] <= 1 and 0 <= row["true_acc"] <= 1
+        assert 0 <= row["control_acc"] <= 1
+    assert sorted(by_arch[a]["proxy_rank"] for a in SMALL) == pytest.approx(sorted(ranks([by_arch[a]["proxy_acc"] for a in SMALL])))
+
+    result = json.loads(summary.read_text())
+    assert result["proxy_agreement"]["n"] == 3 and len(result["proxy"]["scores"][0]["acc"]) == 2
+
+
+# ---- the proxy from a study's best trial ----------------------------------------------------------
+
+def test_from_study_picks_the_best_finished_trial(digits, tmp_path, capsys) -> None:
+    from ddsearch import tracking
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment = tracking.experiment_id("quick", uri)
+    parent = tracking.create_study_run(uri, experiment, "quick")
+    client = tracking.client(uri)
+
+    def trial(name: str, score: float | None, method: str | None, failed: bool = False) -> str:
+        run = client.create_run(experiment, run_name=name, tags={tracking.PARENT_TAG: parent,
+                                                                tracking.TAG_KIND: tracking.TRIAL_KIND})
+        run_id = run.info.run_id
+        if score is not None:
+            client.log_metric(run_id, "final_val_acc", score)
+        if method is not None:
+            logger = tracking.RunLogger(run_id, uri)
+            logger.log_synset(subset_synset(digits, 1, method=method))
+        if failed:
+            tracking.fail_run(uri, run_id, "diverged")
+        else:
+            client.set_terminated(run_id)
+        return run_id
+
+    trial("ok", 0.50, "second")
+    best = trial("best", 0.70, "best")
+    trial("no-synset", 0.90, None)  # better score, but nothing to use
+    trial("failed", 0.95, "failed", failed=True)
+    stopped = client.create_run(experiment, run_name="stopped", tags={tracking.PARENT_TAG: parent,
+                                                                     tracking.TAG_KIND: tracking.TRIAL_KIND})
+    client.log_metric(stopped.info.run_id, "val_acc", 0.99)  # early-stopped: no final score, so ranked after
+    tracking.RunLogger(stopped.info.run_id, uri).log_synset(subset_synset(digits, 1, method="stopped"))
+    found = tracking.best_study_trial(uri, "quick")
+    assert found["run_id"] == best and found["score"] == pytest.approx(0.70) and found["metric"] == "final_val_acc"
+
+    with pytest.raises(DDSearchError, match="no study named 'quik'.*known studies: quick"):
+        tracking.best_study_trial(uri, "quik")
+    with pytest.raises(DDSearchError, match="no MLflow run"):
+        tracking.download_run_artifact(uri, "runs:/0123456789abcdef/synset.safetensors", tmp_path)
+
+    code, out, err = run_cli(capsys, "nas", "--from-study", "quick", "--space", SMALL[0], "--epochs", "1",
+                             "--seeds", "1", "--no-control", "--tracking-uri", uri, "--device", "cpu", "--quiet")
+    assert code == 0, err
+    assert "best trial best (final_val_acc 0.7000)" in out
+    (nas_run,) = client.search_runs([tracking.experiment_id("nas", uri)])
+    assert nas_run.data.tags["ddsearch.proxy_run"] == best and nas_run.data.tags["ddsearch.study"] == "quick"
+    assert nas_run.data.params["proxy_method"] == "best"
+
+
+# ---- bad input ------------------------------------------------------------------------------------
+
+def test_proxy_of_another_dataset_or_shape_is_refused(digits, tmp_path, capsys) -> None:
+    db = tmp_path / "mlflow.db"
+    common = ["--space", SMALL[0], "--tracking-uri", f"sqlite:///{db}", "--device", "cpu", "--quiet"]
+    mnist = SyntheticSet(images=torch.zeros(10, 1, 28, 28), labels=torch.arange(10), num_classes=10, dataset="mnist")
+    code, _, err = run_cli(capsys, "nas", "--synset", str(mnist.save(tmp_path / "m.safetensors")), "--dataset",
+                           "digits", *common)
+    assert_one_line_error(code, err, "distilled from 'mnist', not 'digits'")
+    wrong = SyntheticSet(images=torch.zeros(10, 1, 16, 16), labels=torch.arange(10), num_classes=10, dataset="digits")
+    code, _, err = run_cli(capsys, "nas", "--synset", str(wrong.save(tmp_path / "w.safetensors")), *common)
+    assert_one_line_error(code, err, "shape (1, 16, 16)", "(1, 8, 8)")
+    code, _, err = run_cli(capsys, "nas", "--synset", str(tmp_path / "w.safetensors"), "--dsa", "colr_crop", *common)
+    assert_one_line_error(code, err, "shape")  # the proxy is checked first
+    digits_ok = SyntheticSet(images=torch.zeros(10, 1, 8, 8), labels=torch.arange(10), num_classes=10, dataset="digits")
+    code, _, err = run_cli(capsys, "nas", "--synset", str(digits_ok.save(tmp_path / "ok.safetensors")), "--dsa",
+                           "colr_crop", *common)
+    assert_one_line_error(code, err, "unknown DSA augmentation family 'colr'")
+    assert not db.exists()  # refused before any MLflow run was created
+
+    code, _, err = run_cli(capsys, "nas", *common)
+    assert_one_line_error(code, err, "exactly one of --synset")
+    code, _, err = run_cli(capsys, "nas", "--synset", "runs:/abc", *common)
+    assert_one_line_error(code, err, "bad MLflow source")
+    code, _, err = run_cli(capsys, "nas", "--synset", str(tmp_path / "m.safetensors"), "--space", "ConvNetXYZ,MLP")
+    assert_one_line_error(code, err, "unknown architecture 'ConvNetXYZ'")
+    code, _, err = run_cli(capsys, "nas", "--synset", str(tmp_path / "m.safetensors"), "--seeds", "0")
+    assert_one_line_error(code, err, "seeds must be at least 1")
+
+
+# ---- Ray fan-out (tiny) -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_candidates_as_ray_tasks(digits) -> None:
+    """Starts a local Ray with 2 CPUs (about 8 s on an idle 2-core machine, a minute on a busy one)."""
+    pytest.importorskip("ray")
+    from ddsearch.evaluate import TrainSettings
+
+    x, y = digits.subset(2, torch.Generator().manual_seed(0))
+    settings = TrainSettings(epochs=2, dsa_strategy="none")
+    scores = score_candidates(SMALL[:2], x, y, digits, settings, seeds=1, parallel=Parallel(max_cpus=2),
+                              progress=False)
+    assert [s.arch for s in scores] == SMALL[:2]
+    assert all(s.error is None and len(s.acc) == 1 and 0 <= s.acc[0] <= 1 for s in scores)
