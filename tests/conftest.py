@@ -76,3 +76,19 @@ def mnist_root() -> Path:
         if (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
             return root
     pytest.skip(f"real MNIST not found under {', '.join(str(c) for c in candidates)}")
+
+
+# ---------------------------------------------------------------------- distillation
+TINY_CONV = "ConvNet-d2-w16-relu-instancenorm-avgpool"
+TINY_CONV_BN = "ConvNet-d2-w16-relu-batchnorm-avgpool"
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn digits (8x8) loaded once per session on the CPU."""
+    import torch
+
+    from ddsearch.data import load_dataset
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    return load_dataset("digits")

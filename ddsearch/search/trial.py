@@ -1,0 +1,181 @@
+"""The Ray Tune trainable: one trial = one distillation with evaluation, recorded in MLflow.
+
+The real data arrive through the object store (``tune.with_parameters`` puts them once; each
+node fetches them once), never reloaded per trial. The trial knows no method: it builds
+``study.with_params(config)`` and calls :func:`ddsearch.runner.run_distillation` with an
+observer that logs to the trial's MLflow child run and, at every evaluation point, reports
+``val_acc`` to Tune with a checkpoint (distiller state + MLflow run id). A retried or resumed
+trial restores that state and keeps writing the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ddsearch import tracking
+from ddsearch.config import Study
+from ddsearch.data import RealData
+from ddsearch.runner import DivergedError, EvalPoint, RunOutcome, resolve_device, run_distillation
+from ddsearch.search.space import FAILED_KEY, FINAL_KEY, OPTUNA_NUMBER_KEY
+
+STATE_FILE = "distiller.safetensors"
+META_FILE = "trial.json"
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """Everything a trial needs besides its config and the data (small; pickled per trial)."""
+
+    study: Study
+    tracking_uri: str  # what trials log to: the study's tracking server, or a remote server
+    experiment_id: str
+    parent_run_id: str
+
+
+def _node() -> dict[str, str]:
+    import ray
+
+    try:
+        node_id = ray.get_runtime_context().get_node_id()
+        ip = ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - outside Ray (unit tests)
+        node_id, ip = "local", "127.0.0.1"
+    return {"ddsearch.node_id": node_id, "ddsearch.node_ip": ip}
+
+
+class TuneObserver:
+    """Runner observer for a trial: MLflow child run + Tune reports and checkpoints."""
+
+    def __init__(self, logger: tracking.RunLogger, uri: str, study: Study, report: Any, already_final: bool) -> None:
+        self.logger = logger
+        self.uri = uri
+        self.study = study
+        self.report = report  # ray.tune.report (injected, so the observer is testable without Ray)
+        self.already_final = already_final
+        self.last: EvalPoint | None = None
+
+    def metrics(self, val_acc: float, test_acc: float, iteration: int, distill_seconds: float, final: bool) -> dict[str, Any]:
+        return {
+            "val_acc": float(val_acc),
+            "test_acc": float(test_acc),
+            "iteration": int(iteration),
+            "distill_seconds": float(distill_seconds),
+            "ipc": int(self.study.method.ipc),
+            FINAL_KEY: int(final),
+            FAILED_KEY: 0,
+            "mlflow_run_id": self.logger.run_id,
+        }
+
+    # ---- Observer protocol ----------------------------------------------------------------
+    def on_losses(self, iteration: int, losses: list[float]) -> None:
+        self.logger.on_losses(iteration, losses)
+
+    def on_eval(self, point: EvalPoint, state: dict[str, Any]) -> None:
+        from ray import tune
+
+        from ddsearch.checkpoint import save_state
+
+        self.last = point
+        self.logger.on_eval(point, state)
+        self.logger.log_metrics({"iteration": point.iteration}, step=point.iteration)
+        self.logger.log_synset(point.synset)  # latest set, so a trial stopped early still has one
+        with tempfile.TemporaryDirectory(prefix="ddsearch-ckpt-") as tmp:
+            save_state(state, Path(tmp) / STATE_FILE)
+            meta = {"mlflow_run_id": self.logger.run_id, "iteration": point.iteration}
+            (Path(tmp) / META_FILE).write_text(json.dumps(meta))
+            metrics = self.metrics(point.val_acc, point.test_acc, point.iteration, point.distill_seconds, final=False)
+            self.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    def on_final(self, outcome: RunOutcome) -> None:
+        if not self.already_final:  # a resumed trial whose final table was logged already
+            self.logger.on_final(outcome)
+
+
+def load_checkpoint() -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(distiller state, meta) from Tune's checkpoint of this trial, or (None, {})."""
+    from ray import tune
+
+    from ddsearch.checkpoint import load_state
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None, {}
+    with checkpoint.as_directory() as folder:
+        state = load_state(Path(folder) / STATE_FILE)
+        meta = json.loads((Path(folder) / META_FILE).read_text())
+    return state, meta
+
+
+def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None:
+    """The Tune function trainable (``tune.with_parameters(run_trial, data=..., setup=...)``)."""
+    from ray import tune
+
+    searched = {k: v for k, v in config.items() if k in setup.study.search}
+    optuna_number = config.get(OPTUNA_NUMBER_KEY)
+    study = setup.study.with_params(searched)
+    device = resolve_device(study.device)
+    if data.device != device:
+        data = data.to(device)
+
+    trial_id = tune.get_context().get_trial_id()
+    resume_state, meta = load_checkpoint()
+    uri = setup.tracking_uri
+    name = f"trial-{optuna_number:03d}" if isinstance(optuna_number, int) else f"trial-{trial_id}"
+    tags = {
+        tracking.TAG_STUDY: study.name,
+        tracking.TAG_OPTUNA: optuna_number,
+        "ddsearch.trial_name": tune.get_context().get_trial_name(),
+        "ddsearch.tracking_uri": uri,
+        "ddsearch.resumed_from_iteration": int(resume_state["iteration"]) if resume_state else 0,
+        **_node(),
+    }
+    run_id = tracking.open_trial_run(
+        uri, setup.experiment_id, setup.parent_run_id, trial_id, meta.get("mlflow_run_id"), name, tags
+    )
+    logger = tracking.RunLogger(run_id, uri)
+    already_final = False
+    run = tracking.get_run_or_none(uri, run_id)
+    if run is not None:
+        already_final = "final_val_acc" in run.data.metrics
+    if resume_state is None:
+        logger.log_params(study.flat_params() | {f"search.{k}": v for k, v in searched.items()})
+        logger.log_json(study.model_dump(mode="json"), "config.json")
+
+    observer = TuneObserver(logger, uri, study, tune.report, already_final)
+    try:
+        outcome = run_distillation(study, data, observer=observer, resume_state=resume_state, progress=False)
+    except DivergedError as err:
+        # A diverged trial fails for good (a retry would diverge again): record it and end the
+        # trial normally, so the study goes on and no retry is spent on it.
+        if err.last_good is not None:
+            logger.log_synset(err.last_good, "last_good_synset.safetensors")
+        tracking.fail_run(uri, run_id, f"DivergedError: {err}")
+        last = observer.last
+        tune.report({
+            "val_acc": math.nan, "test_acc": math.nan, "iteration": int(err.iteration),
+            "distill_seconds": float(last.distill_seconds) if last else 0.0, "ipc": int(study.method.ipc),
+            FINAL_KEY: 0, FAILED_KEY: 1, "failure": str(err)[:500], "mlflow_run_id": run_id,
+        })
+        return
+    except SystemExit:
+        # Tune stopped the trial (ASHA, time budget): its report call exits the trial's thread.
+        # The driver's callback closes the run as stopped early.
+        raise
+    except BaseException as err:
+        # Tune retries the trial from its last checkpoint (FailureConfig.max_failures); the retry
+        # reopens this run. Record why this attempt ended.
+        tracking.fail_run(uri, run_id, f"{type(err).__name__}: {err}")
+        raise
+
+    first = outcome.table[0] if outcome.table else None
+    val = first.val_mean if first else (outcome.evals[-1].val_acc if outcome.evals else math.nan)
+    test = first.test_mean if first else (outcome.evals[-1].test_acc if outcome.evals else math.nan)
+    tracking.set_tags(uri, run_id, {tracking.TAG_OUTCOME: "finished"})
+    tracking.set_status(uri, run_id, "FINISHED")
+    final = observer.metrics(val, test, study.method.iterations, outcome.distill_seconds, final=True)
+    tune.report(final | {"eval_seconds": float(outcome.eval_seconds)})

@@ -1,0 +1,429 @@
+"""`ddsearch tune` / `report`: the search space, bad input, and whole studies on Ray + MLflow.
+
+The end-to-end tests run tiny studies (digits, ipc 2, a few iterations, 16-wide ConvNets): what
+they check is the plumbing (Ray Tune, Optuna, MLflow, resume), not accuracy.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import TINY_CONV, TINY_CONV_BN
+from ddsearch.cli import main
+from ddsearch.config import study_from_dict
+from ddsearch.errors import DDSearchError
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tiny_study(name: str, **sections: Any) -> dict[str, Any]:
+    """A study that runs in seconds per trial on one CPU core."""
+    study: dict[str, Any] = {
+        "name": name,
+        "device": "cpu",
+        "dataset": {"name": "digits"},
+        "method": {"name": "datadam", "ipc": 2, "iterations": 6, "arch": TINY_CONV_BN, "batch_real": 16},
+        "evaluation": {"arch": TINY_CONV, "eval_every": 3, "log_every": 3, "epochs": 5, "final_epochs": 5,
+                       "final_repeats": 1},
+        "evaluators": [TINY_CONV],
+        "search": {"lambda_mmd": {"type": "float", "low": 0.001, "high": 0.1, "log": True}},
+        "budget": {"num_samples": 2, "max_concurrent": 2, "max_failures": 1},
+        "resources": {"cpu": 1},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(study.get(key), dict):
+            study[key] = study[key] | value
+        else:
+            study[key] = value
+    return study
+
+
+def write_study(folder: Path, study: dict[str, Any]) -> Path:
+    path = folder / f"{study['name']}.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def mlflow_client(folder: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{folder}/mlruns/mlflow.db")
+
+
+def study_runs(folder: Path, name: str) -> tuple[Any, list[Any]]:
+    """(parent run, child runs) of a study in the local store under ``folder``."""
+    client = mlflow_client(folder)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("ddsearch.kind") == "study"]
+    assert len(parents) == 1, [r.info.run_name for r in runs]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == len(runs) - 1  # nothing outside the study's tree
+    return parents[0], children
+
+
+def artifacts(client, run_id: str, path: str | None = None) -> list[str]:
+    found = []
+    for item in client.list_artifacts(run_id, path):
+        found.extend(artifacts(client, run_id, item.path) if item.is_dir else [item.path])
+    return found
+
+
+def tune_states(folder: Path, name: str) -> dict[str, dict[str, Any]]:
+    """Tune's saved view of the study: trial id -> {status, last_result}."""
+    files = sorted(glob.glob(str(folder / ".ddsearch" / name / "ray" / name / "experiment_state-*.json")))
+    if not files:
+        return {}
+    try:
+        data = json.loads(Path(files[-1]).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    out = {}
+    for trial_json, run_json in data["trial_data"]:
+        trial = json.loads(trial_json)
+        out[trial["trial_id"]] = {"status": trial["status"], "last_result": json.loads(run_json).get("last_result", {})}
+    return out
+
+
+def optuna_trials(folder: Path, name: str) -> list[Any]:
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/.ddsearch/{name}/optuna.db")
+    return study.get_trials(deepcopy=False)
+
+
+# ---- the search space -------------------------------------------------------------------------
+
+def test_space_has_every_parameter_kind_and_starts_at_the_published_defaults() -> None:
+    import optuna
+
+    from ddsearch.search.space import build_space, make_sampler
+
+    study = study_from_dict(tiny_study("s", method={"lr_img": 20.0, "p": 4.0}, search={
+        "lr_img": {"type": "float", "low": 0.1, "high": 10.0, "log": True},
+        "lambda_mmd": {"type": "float", "low": 0.0, "high": 0.1},
+        "ipc": {"type": "int", "low": 1, "high": 9, "step": 2},
+        "p": {"type": "categorical", "choices": [2.0, 6.0]},
+    }, objective={"second": "distill_seconds"}, sampler={"type": "nsga2"}))
+    space = build_space(study)
+    d = space.distributions
+    assert isinstance(d["lr_img"], optuna.distributions.FloatDistribution) and d["lr_img"].log
+    assert isinstance(d["ipc"], optuna.distributions.IntDistribution) and d["ipc"].step == 2
+    assert isinstance(d["p"], optuna.distributions.CategoricalDistribution)
+    # the study's own settings (the published defaults), clipped into the space
+    assert space.first_point == {"lr_img": 10.0, "lambda_mmd": 0.01, "ipc": 1, "p": 2.0}
+    assert space.clipped["lr_img"] == (20.0, 10.0) and "lambda_mmd" not in space.clipped
+    assert space.metrics == ["val_acc", "distill_seconds"] and space.modes == ["max", "min"]
+    assert isinstance(make_sampler(study), optuna.samplers.NSGAIISampler)
+    for kind, cls in (("tpe", "TPESampler"), ("gp", "GPSampler"), ("random", "RandomSampler")):
+        assert type(make_sampler(study.model_copy(update={"sampler": study.sampler.model_copy(update={"type": kind})}))).__name__ == cls
+
+
+@pytest.mark.parametrize("search, message", [
+    ({"ipc": {"type": "float", "low": 1, "high": 5}}, "integer setting"),
+    ({"ipc": {"type": "int", "low": 1, "high": 8, "step": 2, "log": True}}, "log-scale int"),
+    ({"ipc": {"type": "int", "low": 0, "high": 5}}, "not a valid method.ipc"),
+    ({"p": {"type": "categorical", "choices": [[1, 2]]}}, "choices must be"),
+])
+def test_space_rejects_what_optuna_or_the_method_cannot_take(search: dict, message: str) -> None:
+    from ddsearch.search.space import build_space
+
+    with pytest.raises(DDSearchError, match=message):
+        build_space(study_from_dict(tiny_study("s", search=search)))
+
+
+def test_study_keys_table_lists_every_key_with_its_default() -> None:
+    from ddsearch.search.docs import study_keys_markdown
+
+    text = study_keys_markdown()
+    for row in ("| `budget.num_samples` | int | `8` |", "| `method.lambda_mmd` | float | `0.01` |",
+                "| `scheduler.type` | 'asha' \\| 'none' | `asha` |", "| `search.<key>.log` | bool | `False` |"):
+        assert row in text, row
+
+
+# ---- bad input: one clear line, before anything starts --------------------------------------
+
+BAD_STUDIES = {
+    "invalid_yaml": ("name: bad\nmethod: {name: datadam, ipc: [1, 2\n", "invalid YAML"),
+    "unknown_key": (tiny_study("bad", method={"lamda_mmd": 0.1}), "did you mean lambda_mmd"),
+    "low_above_high": (tiny_study("bad", search={"lr_img": {"type": "float", "low": 10, "high": 1}}), "greater than high"),
+    "log_bound": (tiny_study("bad", search={"lr_img": {"type": "float", "low": 0, "high": 1, "log": True}}), "log scale needs bounds > 0"),
+    "key_method_lacks": (tiny_study("bad", search={"alpha": {"type": "float", "low": 0, "high": 0.5}}), "unknown setting of method 'datadam'"),
+    "no_choices": (tiny_study("bad", search={"p": {"type": "categorical", "choices": []}}), "at least one choice"),
+    "tracking_unreachable": (tiny_study("bad"), "tracking server http://127.0.0.1:{port} is unreachable"),
+    "ray_unreachable": (tiny_study("bad"), "Ray cluster at 127.0.0.1:{port} is unreachable"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_STUDIES))
+def test_bad_input_is_one_clear_error_before_any_trial(case: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    study, expected = BAD_STUDIES[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(study if isinstance(study, str) else yaml.safe_dump(study))
+    argv = ["tune", str(path)]
+    port = free_port()
+    if case == "tracking_unreachable":
+        argv += ["--tracking-uri", f"http://127.0.0.1:{port}"]
+    if case == "ray_unreachable":
+        argv += ["--address", f"127.0.0.1:{port}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("ddsearch: error:"), err
+    assert expected.format(port=port) in err, err
+    assert not (tmp_path / ".ddsearch").exists()  # no study state, so no trial started
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    path = write_study(tmp_path, tiny_study("plan", objective={"second": "ipc"}))
+    assert main(["tune", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for text in ("study        plan", "lambda_mmd   float log [0.001, 0.1]", "published defaults: lambda_mmd=0.01",
+                 "minimise ipc (Pareto front)", "sampler      tpe (seed 0)", "ASHA", "1 CPU, 0 GPU",
+                 f"sqlite:///{tmp_path}/mlruns/mlflow.db", "local Ray", "no trial was started"):
+        assert text in out, text
+    assert not (tmp_path / ".ddsearch").exists()
+    # a trial that can never be placed is an error, not an endless wait
+    assert main(["tune", str(path), "--dry-run", "--set", "resources.gpu=64"]) == 2
+    assert "no node has that" in capsys.readouterr().err
+
+
+# ---- whole studies -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_study_end_to_end_with_a_failing_trial(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Parent + one child per trial, each with metrics, grids and its synset; a trial whose loss
+    turns NaN is FAILED with its reason while the study goes on; `report` prints the leaderboard."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # lr_img 1e38 makes DataDAM's loss NaN at once; TPE (seed 0) draws it for the second trial.
+    study = tiny_study("e2e", search={
+        "lr_img": {"type": "categorical", "choices": [1.0, 1.0e38]},
+        "lambda_mmd": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
+    }, budget={"num_samples": 3})
+    path = write_study(tmp_path, study)
+    assert main(["tune", str(path)]) == 0
+    capsys.readouterr()
+
+    client = mlflow_client(tmp_path)
+    parent, children = study_runs(tmp_path, "e2e")
+    assert parent.info.status == "FINISHED" and len(children) == 3
+    assert all(r.info.status != "RUNNING" for r in [parent, *children])
+    assert len({c.data.tags["ddsearch.trial_id"] for c in children}) == 3
+    assert sorted(int(c.data.tags["ddsearch.optuna_number"]) for c in children) == [0, 1, 2]
+    first = next(c for c in children if c.data.tags["ddsearch.optuna_number"] == "0")
+    assert first.data.params["method.lr_img"] == "1.0" and first.data.params["method.lambda_mmd"] == "0.01"
+
+    failed = [c for c in children if c.info.status == "FAILED"]
+    done = [c for c in children if c.info.status == "FINISHED"]
+    assert len(failed) >= 1 and len(done) >= 1, [(c.info.status, c.data.params.get("method.lr_img")) for c in children]
+    for run in failed:
+        assert run.data.params["method.lr_img"] == "1e+38"
+        assert "DivergedError" in run.data.tags["ddsearch.failure"] and "nan" in run.data.tags["ddsearch.failure"]
+        assert "last_good_synset.safetensors" in artifacts(client, run.info.run_id)
+    for run in done:
+        assert "val_acc" in run.data.metrics and "loss" in run.data.metrics
+        names = artifacts(client, run.info.run_id)
+        assert "synset.safetensors" in names and "config.json" in names
+        assert any(n.startswith("images/synset_grid") and n.endswith(".png") for n in names)
+        assert run.data.tags["ddsearch.tracking_uri"].startswith("http://127.0.0.1:")  # logged over HTTP
+
+    names = artifacts(client, parent.info.run_id)
+    for name in ("leaderboard.json", "leaderboard.csv", "best/best_config.json", "best/best_study.yaml",
+                 "best/best_synset.safetensors", "plots/optimization_history.png", "study.yaml"):
+        assert name in names, name
+    best = json.loads(Path(client.download_artifacts(parent.info.run_id, "best/best_config.json", str(tmp_path))).read_text())
+    assert best["mlflow_run_id"] in {r.info.run_id for r in done}
+
+    states = {t.state.name for t in optuna_trials(tmp_path, "e2e")}
+    assert "FAIL" in states and "RUNNING" not in states
+
+    assert main(["report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "val_acc" in out and "test_acc" in out and "lambda_mmd" in out and "FAILED" in out
+    assert "DivergedError" in out and parent.info.run_id in out
+    assert main(["report", "e2e"]) == 0  # by name too
+    assert "rank" in capsys.readouterr().out
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path: Path):
+    """A head and a worker node (1 CPU each) on this machine, owned and stopped by this fixture.
+
+    Each `ray start --block` runs in its own process group, which is killed at the end: never
+    `ray stop`, which would stop every Ray on a shared machine.
+    """
+    port = free_port()
+    env = os.environ | {"RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    common = ["--block", "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
+    logs = tmp_path / "ray-logs"
+    logs.mkdir()
+    temp_dir = tempfile.mkdtemp(prefix="dd2n-", dir="/tmp")  # Ray's socket paths must stay short
+    procs = []
+
+    def start(args: list[str], log: str) -> subprocess.Popen:
+        proc = subprocess.Popen(["ray", "start", *args, *common], env=env, start_new_session=True,
+                                stdout=open(logs / log, "w"), stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    def wait_started(log: str) -> None:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in (logs / log).read_text():
+            assert time.monotonic() < deadline, (logs / log).read_text()
+            assert all(p.poll() is None for p in procs), (logs / log).read_text()
+            time.sleep(0.5)
+
+    try:
+        start(["--head", "--port", str(port), "--resources", '{"head": 1}', "--include-dashboard=false",
+               "--temp-dir", temp_dir], "head.log")
+        wait_started("head.log")
+        start(["--address", f"127.0.0.1:{port}", "--resources", '{"worker": 1}'], "worker.log")
+        wait_started("worker.log")
+        yield f"127.0.0.1:{port}"
+    finally:
+        for proc in reversed(procs):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_study_runs_on_a_two_node_cluster(two_node_cluster: str, tmp_path: Path) -> None:
+    study = tiny_study("twonode", method={"iterations": 9}, scheduler={"type": "none"},
+                       objective={"second": "distill_seconds"})  # two objectives: a Pareto front
+    path = write_study(tmp_path, study)
+    # The driver runs in its own process: a Ray client keeps threads that outlive ray.shutdown()
+    # and would stop this process once the fixture takes the cluster down.
+    env = os.environ | {"RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-m", "ddsearch.cli", "tune", str(path), "--address", two_node_cluster],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    parent, children = study_runs(tmp_path, "twonode")
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    assert all(c.info.status == "FINISHED" for c in children)
+    nodes = {c.data.tags["ddsearch.node_id"] for c in children}
+    assert len(nodes) == 2, nodes  # one trial on each node (each has one CPU)
+    for child in children:  # trials on both nodes logged over HTTP to the study's server
+        assert child.data.tags["ddsearch.tracking_uri"].startswith("http://127.0.0.1:")
+        assert "val_acc" in child.data.metrics and "final_val_acc" in child.data.metrics
+    assert "plots/pareto_front.png" in artifacts(mlflow_client(tmp_path), parent.info.run_id)
+    values = [t.values for t in optuna_trials(tmp_path, "twonode")]
+    assert len(values) == 2 and all(v is not None and len(v) == 2 for v in values)
+
+
+@pytest.mark.slow
+def test_killed_study_resumes_without_rerunning_or_duplicating(tmp_path: Path) -> None:
+    """SIGKILL the driver after a trial completed while another has a checkpoint; --resume ends it."""
+    name = "crash"
+    study = tiny_study(name, method={"iterations": 60}, evaluation={"eval_every": 10, "log_every": 5},
+                       scheduler={"type": "none"}, budget={"num_samples": 4})
+    path = write_study(tmp_path, study)
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "ddsearch.cli", "tune", str(path)]
+
+    with open(tmp_path / "first.log", "w") as log:
+        driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    before: dict[str, dict[str, Any]] = {}
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and driver.poll() is None:
+            before = tune_states(tmp_path, name)
+            finished = [t for t, s in before.items() if s["status"] == "TERMINATED"]
+            in_flight = [t for t, s in before.items() if s["status"] == "RUNNING"
+                         and s["last_result"].get("checkpoint_dir_name") and not s["last_result"].get("final")]
+            if finished and in_flight:
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, "the study ended before it could be killed:\n" + (tmp_path / "first.log").read_text()[-3000:]
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    finished = {t for t, s in before.items() if s["status"] == "TERMINATED"}
+    in_flight = {t: s["last_result"]["iteration"] for t, s in before.items()
+                 if s["status"] == "RUNNING" and s["last_result"].get("checkpoint_dir_name")}
+    assert finished and in_flight, before
+
+    resumed = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=500)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    after = tune_states(tmp_path, name)
+    assert len(after) == 4 and all(s["status"] == "TERMINATED" for s in after.values()), after
+    parent, children = study_runs(tmp_path, name)
+    assert parent.info.status == "FINISHED" and all(c.info.status != "RUNNING" for c in children)
+    by_trial: dict[str, list[Any]] = {}
+    for child in children:
+        by_trial.setdefault(child.data.tags["ddsearch.trial_id"], []).append(child)
+    assert all(len(runs) == 1 for runs in by_trial.values()), "duplicate MLflow runs for a trial"
+    lost = set(by_trial) - set(after)  # trials Tune had not saved when the driver died (if any)
+    assert all(by_trial[t][0].data.tags.get("ddsearch.outcome") == "lost" for t in lost)
+    for trial_id in after:
+        run = by_trial[trial_id][0]
+        assert run.info.status == "FINISHED" and "final_val_acc" in run.data.metrics
+        attempts = int(run.data.tags["ddsearch.attempts"])
+        if trial_id in finished:
+            assert attempts == 1, f"completed trial {trial_id} was run again"
+        elif trial_id in in_flight:  # resumed from its checkpoint, in the same run
+            assert attempts == 2
+            assert int(run.data.tags["ddsearch.resumed_from_iteration"]) >= in_flight[trial_id] > 0
+        else:
+            assert attempts == 1
+
+    ot = optuna_trials(tmp_path, name)
+    complete = [t for t in ot if t.state.name == "COMPLETE"]
+    assert not [t for t in ot if t.state.name == "RUNNING"]
+    assert len(complete) == len(after)
+    assert {t.user_attrs["tune_trial_id"] for t in complete} == set(after)
+
+
+def test_ui_binds_localhost_by_default_and_warns_otherwise(tmp_path: Path, monkeypatch, capsys) -> None:
+    import ddsearch.search.report as report
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    calls: list[list[str]] = []
+    monkeypatch.setattr(report.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    assert main(["ui"]) == 0
+    cmd = calls[-1]
+    assert cmd[:3] == [sys.executable, "-m", "ddsearch.search.guard"]  # the server dies with the command
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5000"
+    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    assert "warning" not in capsys.readouterr().err
+    assert main(["ui", "--host", "0.0.0.0", "--port", "5055"]) == 0
+    assert "exposes the MLflow UI" in capsys.readouterr().err
+    assert calls[-1][calls[-1].index("--host") + 1] == "0.0.0.0"
