@@ -1,0 +1,24 @@
+"""The README is a contract: its commands and its study-key table must match the code."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import REPO_ROOT
+from ddsearch.search.docs import study_keys_markdown
+
+README = (REPO_ROOT / "README.md").read_text()
+
+
+def test_readme_opens_with_the_two_setup_commands() -> None:
+    blocks = re.findall(r"```bash\n(.+?)\n```", README, re.S)
+    assert blocks[0] == "pip install -e . && ddsearch tune studies/quickstart.yaml"
+    assert blocks[1] == 'pip install -e ".[test]" && python -m pytest -q'
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert blocks[1] in ci.splitlines()
+    assert (REPO_ROOT / "studies" / "quickstart.yaml").is_file()
+
+
+def test_study_key_table_is_current() -> None:
+    table = README.split("<!-- study-keys:start -->")[1].split("<!-- study-keys:end -->")[0].strip()
+    assert table == study_keys_markdown().strip(), "regenerate with: python -m ddsearch.search.docs"
