@@ -140,12 +140,17 @@ class SyntheticSet:
             raise DDSearchError(f"{source} has {self.num_classes} classes but {data.name} has {data.num_classes}")
 
     # ---- display --------------------------------------------------------------------------
-    def grid(self, max_per_class: int = 10, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> np.ndarray:
-        """A class x ipc image grid (uint8 HxWx3) in un-normalised colours, one row per class."""
+    def grid(self, max_per_class: int = 10, min_cell: int = 28) -> np.ndarray:
+        """A class x ipc image grid (uint8 HxWx3) in un-normalised colours, one row per class.
+
+        Images smaller than ``min_cell`` pixels (8 px digits) are enlarged with nearest-neighbour
+        so the grid is legible in the MLflow UI.
+        """
         from torchvision.utils import make_grid
 
-        mean = mean or self.mean or (0.0,) * self.images.shape[1]
-        std = std or self.std or (1.0,) * self.images.shape[1]
+        channels = self.images.shape[1]
+        mean = self.mean or (0.0,) * channels
+        std = self.std or (1.0,) * channels
         images = self.images.detach().float().cpu()
         labels = self.hard_labels.cpu()
         rows = []
@@ -159,23 +164,22 @@ class SyntheticSet:
         m = torch.tensor(mean).view(1, -1, 1, 1)
         s = torch.tensor(std).view(1, -1, 1, 1)
         ordered = (ordered * s + m).clamp(0, 1)
+        factor = max(1, min_cell // ordered.shape[-1])
+        if factor > 1:
+            ordered = torch.nn.functional.interpolate(ordered, scale_factor=factor, mode="nearest")
         if ordered.shape[1] == 1:
             ordered = ordered.expand(-1, 3, -1, -1)
         padding = 1 if ordered.shape[-1] <= 32 else 2
         grid = make_grid(ordered, nrow=max_per_class, padding=padding, pad_value=1.0)
         return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
-    def save_grid(self, path: str | Path, max_per_class: int = 10, upscale_to: int = 28) -> Path:
-        """Write the grid as PNG; tiny images (8 px digits) are upscaled so people can see them."""
+    def save_grid(self, path: str | Path, max_per_class: int = 10) -> Path:
+        """Write the grid as a PNG."""
         from PIL import Image
 
-        image = Image.fromarray(self.grid(max_per_class))
-        factor = max(1, upscale_to // self.images.shape[-1])
-        if factor > 1:
-            image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path)
+        Image.fromarray(self.grid(max_per_class)).save(path)
         return path
 
 

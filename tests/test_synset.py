@@ -68,7 +68,9 @@ def test_misfit_dataset_or_shape_is_refused(tmp_path, digits) -> None:
 def test_grid_is_class_by_ipc_in_display_colours() -> None:
     synset = make_synset()
     synset.images[:2] = (1.0 - 0.3) / 0.4  # class 0 is pure white after un-normalising
-    grid = synset.grid(max_per_class=2)
+    grid = synset.grid(max_per_class=2, min_cell=8)
     assert grid.dtype == np.uint8 and grid.shape == (3 * 9 + 1, 2 * 9 + 1, 3)
     assert grid[1:9, 1:9].min() == 255  # first cell of the first row is class 0, white
     assert grid[10:18, 1:9].mean() < 255
+    big = synset.grid(max_per_class=2)  # 8 px images are enlarged 3x (to 24 px cells)
+    assert big.shape == (3 * 25 + 1, 2 * 25 + 1, 3)
