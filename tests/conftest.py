@@ -92,3 +92,23 @@ def digits():
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     return load_dataset("digits")
+
+
+# ---------------------------------------------------------------------- command line
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run ``ddsearch ARGV`` in-process; returns (exit code, stdout, stderr)."""
+    from ddsearch.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    """Bad input: exit code 2, one 'ddsearch: error:' line naming every needle, no traceback."""
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.strip() and "INFO mlflow" not in line]
+    assert len(lines) == 1 and lines[0].startswith("ddsearch: error:"), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])

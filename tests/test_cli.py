@@ -7,25 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import build_fake_mhist
+from conftest import assert_one_line_error, build_fake_mhist, run_cli
 from ddsearch.cli import main
 from ddsearch.synset import SyntheticSet
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("ddsearch: error:")
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def write_study(tmp_path: Path, text: str) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_one_line_error, run_cli
 from ddsearch.cli import main
 from ddsearch.errors import DDSearchError
 from ddsearch.models import list_models
@@ -39,18 +40,7 @@ SMALL = ["ConvNet-d1-w8-relu-instancenorm-avgpool", "ConvNet-d2-w8-relu-batchnor
 TOO_DEEP = "ConvNetD5"
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2
-    lines = [line for line in err.strip().splitlines() if line.strip() and "INFO mlflow" not in line]
-    assert len(lines) == 1 and lines[0].startswith("ddsearch: error:"), err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 def subset_synset(data, ipc: int, seed: int = 1, method: str = "random") -> SyntheticSet:
