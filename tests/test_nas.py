@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, run_cli
-from ddsearch.cli import main
 from ddsearch.errors import DDSearchError
 from ddsearch.models import list_models
 from ddsearch.nas import (

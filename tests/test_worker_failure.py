@@ -42,6 +42,7 @@ EVAL_EVERY = 10  # a checkpoint every 10 iterations; the first comes a few secon
 LOG_EVERY = 5
 CLUSTER_START_S = 120
 STUDY_TIMEOUT_S = 300
+RAY = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"  # the CLI of this interpreter's Ray
 
 
 # ---- processes, through /proc (no psutil) ---------------------------------------------------
@@ -138,7 +139,7 @@ class Cluster:
     def _start(self, role: str, args: list[str]) -> None:
         log = self.logs / f"{role}.log"
         with open(log, "w") as out:
-            self.procs[role] = subprocess.Popen(["ray", "start", *args], env=self.env, start_new_session=True,
+            self.procs[role] = subprocess.Popen([RAY, "start", *args], env=self.env, start_new_session=True,
                                                 stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + CLUSTER_START_S
         while "Ray runtime started" not in log.read_text():
