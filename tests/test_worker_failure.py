@@ -245,8 +245,8 @@ def test_study_survives_losing_a_worker_node_mid_trial(cluster: Cluster, tmp_pat
 
     # The driver runs in its own process (and session, so its tracking server goes with it).
     with open(log_path, "w") as log:
-        driver = subprocess.Popen([sys.executable, "-m", "ddsearch.cli", "tune", str(path), "--address", cluster.address],
-                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [sys.executable, "-m", "ddsearch.cli", "tune", str(path), "--address", cluster.address]
+        driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         # Wait until the driver has a checkpoint of the trial running on the worker node.
         victim, checkpointed_at = None, 0
@@ -295,6 +295,7 @@ def test_study_survives_losing_a_worker_node_mid_trial(cluster: Cluster, tmp_pat
 
     run = by_trial[victim]
     assert run.data.tags["ddsearch.attempts"] == "2"
+    assert run.data.tags.get("ddsearch.previous_failure"), "the lost attempt's reason is recorded on the run"
     resumed_from = int(run.data.tags["ddsearch.resumed_from_iteration"])
     assert resumed_from >= checkpointed_at > 0, (resumed_from, checkpointed_at)
     assert resumed_from % EVAL_EVERY == 0 and resumed_from < ITERATIONS
@@ -312,7 +313,8 @@ def test_study_survives_losing_a_worker_node_mid_trial(cluster: Cluster, tmp_pat
     assert other.data.tags["ddsearch.resumed_from_iteration"] == "0"
 
     # ---- Optuna: the same trials, all complete ----
-    ot_trials = optuna.load_study(study_name=NAME, storage=f"sqlite:///{tmp_path}/.ddsearch/{NAME}/optuna.db").get_trials()
+    storage = f"sqlite:///{tmp_path}/.ddsearch/{NAME}/optuna.db"
+    ot_trials = optuna.load_study(study_name=NAME, storage=storage).get_trials()
     assert [t.state.name for t in ot_trials] == ["COMPLETE", "COMPLETE"], [t.state.name for t in ot_trials]
     assert {t.user_attrs["tune_trial_id"] for t in ot_trials} == set(states)
     assert sorted(int(c.data.tags["ddsearch.optuna_number"]) for c in children) == sorted(t.number for t in ot_trials)

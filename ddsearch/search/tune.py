@@ -297,6 +297,17 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def _error_reason(trial: Any) -> str:
+    """The last line of a trial's error, for a one-line MLflow tag."""
+    try:
+        err = trial.get_error()
+        if err is not None:
+            return str(err).strip().splitlines()[-1][:1000] or "the trial raised an error"
+    except Exception:  # noqa: BLE001
+        pass
+    return "the trial raised an error"
+
+
 class RunStatusCallback(Callback):
     """Closes a trial's MLflow run when Tune ends the trial (early stop, error, budget).
 
@@ -311,14 +322,20 @@ class RunStatusCallback(Callback):
         self._close(trial, error=None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        reason = "the trial raised an error"
+        self._close(trial, error=_error_reason(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """A retry (e.g. its node died): record why on the trial's run, which the retry keeps."""
+        active = _ACTIVE.get(self.key)
+        if active is None:
+            return
+        uri, experiment, parent = active
         try:
-            err = trial.get_error()
-            if err is not None:
-                reason = str(err).strip().splitlines()[-1][:1000] or reason
-        except Exception:  # noqa: BLE001
+            run = tracking.find_trial_run(uri, experiment, parent, trial.trial_id)
+            if run is not None:
+                tracking.set_tags(uri, run.info.run_id, {"ddsearch.previous_failure": _error_reason(trial)})
+        except Exception:  # noqa: BLE001 - tracking trouble must not stop the study
             pass
-        self._close(trial, error=reason)
 
     def _close(self, trial: Any, error: str | None) -> None:
         active = _ACTIVE.get(self.key)
