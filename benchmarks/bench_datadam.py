@@ -20,11 +20,17 @@ from torch.utils.flop_counter import FlopCounterMode
 from common import data_root, device_info, sync, write_results
 from ddsearch.config import DataDAMSettings
 from ddsearch.data import load_dataset
-from ddsearch.methods.datadam import DataDAM, spatial_attention
+import torch.nn.functional as F
+
+from ddsearch.methods.datadam import DataDAM
+
+
+def reference_attention(activation: torch.Tensor, p: float) -> torch.Tensor:
+    return F.normalize(activation.abs().pow(p).sum(dim=1).flatten(1), p=2, dim=1)
 
 
 class NaiveDataDAM(DataDAM):
-    """The reference implementation's style, kept mathematically identical to ours."""
+    """The reference implementation's style (NCHW, pow, hooks, CPU loss, per-step sync), same maths."""
 
     def loss(self) -> torch.Tensor:
         s = self.settings
@@ -50,8 +56,8 @@ class NaiveDataDAM(DataDAM):
         classes = self.data.num_classes
         loss = torch.tensor(0.0)
         for real_a, syn_a in zip(real_acts[:-1], syn_acts[:-1]):
-            r = spatial_attention(real_a, s.p).reshape(classes, -1, real_a.shape[2] * real_a.shape[3]).mean(1).cpu()
-            y = spatial_attention(syn_a, s.p).reshape(classes, -1, syn_a.shape[2] * syn_a.shape[3]).mean(1).cpu()
+            r = reference_attention(real_a, s.p).reshape(classes, -1, real_a.shape[2] * real_a.shape[3]).mean(1).cpu()
+            y = reference_attention(syn_a, s.p).reshape(classes, -1, syn_a.shape[2] * syn_a.shape[3]).mean(1).cpu()
             loss = loss + s.loss_scale * (r - y).square().sum()
         r = real_emb.reshape(classes, -1, real_emb.shape[1]).mean(1).cpu()
         y = syn_emb.reshape(classes, -1, syn_emb.shape[1]).mean(1).cpu()
@@ -89,7 +95,7 @@ def main() -> None:
     data = load_dataset("mnist", root=data_root(), val_size=5000, device=device)
     settings = DataDAMSettings(ipc=10, arch="ConvNetBN", batch_real=args.batch_real)
     ours = DataDAM(settings, data, seed=0)
-    naive = NaiveDataDAM(settings, data, seed=0)
+    naive = NaiveDataDAM(settings.model_copy(update={"channels_last": False}), data, seed=0)
     flops = count_flops(DataDAM(settings, data, seed=1))
     rows = []
     for name, distiller in (("ddsearch", ours), ("reference-style", naive)):

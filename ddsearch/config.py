@@ -57,6 +57,7 @@ class DataDAMSettings(MethodBase):
     p: float = Field(4.0, gt=0, description="power of the spatial attention sum |f_c|^p")
     momentum: float = Field(0.5, ge=0, lt=1)
     loss_scale: float = Field(100.0, gt=0, description="the reference code's loss multiplier")
+    channels_last: bool = Field(True, description="run the matching network in channels-last memory format (faster convolutions)")
 
 
 class PADSettings(MethodBase):
