@@ -22,3 +22,20 @@ def test_readme_opens_with_the_two_setup_commands() -> None:
 def test_study_key_table_is_current() -> None:
     table = README.split("<!-- study-keys:start -->")[1].split("<!-- study-keys:end -->")[0].strip()
     assert table == study_keys_markdown().strip(), "regenerate with: python -m ddsearch.search.docs"
+
+
+def test_every_ready_made_study_validates() -> None:
+    """Shipped studies must load: a typo in one would only surface on a user's GPU cluster."""
+    from ddsearch.config import load_study
+    from ddsearch.models import get_network
+
+    studies = sorted((REPO_ROOT / "studies").glob("*.yaml"))
+    assert {"quickstart", "mnist_datadam", "mnist_pad", "mhist_datadam", "mhist_pad"} <= {p.stem for p in studies}
+    sizes = {"digits": 8, "mnist": 28, "mhist": 224}
+    for path in studies:
+        study = load_study(path)
+        assert study.name == path.stem
+        size = study.dataset.image_size or sizes[study.dataset.name]
+        channels = 3 if study.dataset.name == "mhist" else 1
+        for arch in {study.method.arch, study.evaluation.arch, *study.evaluators}:
+            get_network(arch, channels, 2 if study.dataset.name == "mhist" else 10, size)
