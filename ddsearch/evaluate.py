@@ -119,6 +119,15 @@ def build_network(arch: str, data: RealData, seed: int, device: torch.device | s
     return net.to(device)
 
 
+def _sgd_with_step_decay(params, settings: TrainSettings):
+    """The papers' optimiser: SGD with momentum and weight decay, lr x0.1 at half of the epochs."""
+    optimizer = torch.optim.SGD(
+        list(params), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[settings.epochs // 2], gamma=0.1)
+    return optimizer, scheduler
+
+
 def train_network(
     net: nn.Module,
     x: torch.Tensor,
@@ -131,10 +140,7 @@ def train_network(
     """Train ``net`` on in-memory tensors with SGD, step decay at half, and per-image DSA."""
     generator = torch.Generator().manual_seed(seed)
     dsa = DSA(settings.dsa_strategy)
-    optimizer = torch.optim.SGD(
-        net.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[settings.epochs // 2], gamma=0.1)
+    optimizer, scheduler = _sgd_with_step_decay(net.parameters(), settings)
     n = x.shape[0]
     batches_per_epoch = math.ceil(n / settings.batch_size)
     net.train()
@@ -246,10 +252,7 @@ def train_stacked(
     batched_forward = vmap(forward, randomness="different")
     generator = torch.Generator().manual_seed(seed)
     dsa = DSA(settings.dsa_strategy)
-    optimizer = torch.optim.SGD(
-        list(params.values()), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[settings.epochs // 2], gamma=0.1)
+    optimizer, scheduler = _sgd_with_step_decay(params.values(), settings)
     repeats, n = len(nets), x.shape[0]
     for _ in tqdm(range(settings.epochs), desc=desc, disable=not progress, leave=False, unit="ep"):
         orders = torch.stack([torch.randperm(n, generator=generator) for _ in range(repeats)]).to(x.device, non_blocking=True)
