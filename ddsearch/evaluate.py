@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ddsearch.augment import DSA
 from ddsearch.data import RealData
-from ddsearch.models import get_network
+from ddsearch.models import seeded_network
 from ddsearch.synset import SyntheticSet
 
 
@@ -97,26 +97,26 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 @torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits in eval mode, in batches; the model's train/eval mode is restored."""
+    was_training = model.training
+    model.eval()
+    logits = torch.cat([model(x[start : start + batch_size]) for start in range(0, x.shape[0], batch_size)])
+    model.train(was_training)
+    return logits
+
+
+@torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
     """Top-1 accuracy in eval mode; one host sync at the end."""
     if x.shape[0] == 0:
         return float("nan")
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=x.device)
-    for start in range(0, x.shape[0], batch_size):
-        logits = model(x[start : start + batch_size])
-        correct += (logits.argmax(dim=1) == y[start : start + batch_size]).sum()
-    model.train(was_training)
-    return correct.item() / x.shape[0]
+    return (predict(model, x, batch_size).argmax(dim=1) == y).sum().item() / x.shape[0]
 
 
 def build_network(arch: str, data: RealData, seed: int, device: torch.device | str) -> nn.Module:
-    """A freshly initialised network whose weights depend only on ``seed`` (no global RNG leak)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = get_network(arch, data.channels, data.num_classes, data.image_size)
-    return net.to(device)
+    """A freshly initialised network for ``data`` whose weights depend only on ``seed``."""
+    return seeded_network(arch, data.channels, data.num_classes, data.image_size, seed).to(device)
 
 
 def _sgd_with_step_decay(params, settings: TrainSettings):
@@ -141,20 +141,35 @@ def train_network(
     generator = torch.Generator().manual_seed(seed)
     dsa = DSA(settings.dsa_strategy)
     optimizer, scheduler = _sgd_with_step_decay(net.parameters(), settings)
-    n = x.shape[0]
-    batches_per_epoch = math.ceil(n / settings.batch_size)
-    net.train()
+    every_row = torch.arange(x.shape[0])
     for _ in tqdm(range(settings.epochs), desc=desc, disable=not progress, leave=False, unit="ep"):
-        order = torch.randperm(n, generator=generator).to(x.device, non_blocking=True)
-        for b in range(batches_per_epoch):
-            idx = order[b * settings.batch_size : (b + 1) * settings.batch_size]
-            batch = dsa(x[idx], generator=generator)
-            loss = soft_cross_entropy(net(batch), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        train_epoch(net, optimizer, x, y, every_row, settings.batch_size, dsa, generator)
         scheduler.step()
     return net
+
+
+def train_epoch(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    indices: torch.Tensor,
+    batch_size: int,
+    dsa: DSA,
+    generator: torch.Generator,
+) -> None:
+    """One pass over ``x[indices]`` (CPU indices) in a random order, with per-image DSA.
+
+    All randomness comes from ``generator``; labels may be hard ids or soft-label logits.
+    """
+    net.train()
+    order = indices[torch.randperm(len(indices), generator=generator)].to(x.device, non_blocking=True)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        loss = soft_cross_entropy(net(dsa(x[idx], generator=generator)), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
 
 def evaluate_synset(

@@ -23,7 +23,7 @@ from ddsearch.config import DataDAMSettings
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.methods.base import Distiller
-from ddsearch.models import get_network, is_conv_family
+from ddsearch.models import is_conv_family, seeded_network
 
 
 def abs_pow(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -88,9 +88,8 @@ class DataDAM(Distiller):
 
     def _fresh_network(self) -> torch.nn.Module:
         """A newly initialised, frozen network drawn from the run's generator."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.next_seed())
-            net = get_network(self.settings.arch, self.data.channels, self.data.num_classes, self.data.image_size)
+        data = self.data
+        net = seeded_network(self.settings.arch, data.channels, data.num_classes, data.image_size, self.next_seed())
         net = net.to(self.device).train()
         if self.settings.channels_last:
             net = net.to(memory_format=torch.channels_last)

@@ -62,3 +62,14 @@ def get_network(name: str, channels: int, num_classes: int, image_size: int | tu
     if name not in _REGISTRY:
         raise suggest(name, list_models(), "architecture")
     return _REGISTRY[name](channels, num_classes, hw)
+
+
+def seeded_network(
+    name: str, channels: int, num_classes: int, image_size: int | tuple[int, int], seed: int
+) -> nn.Module:
+    """`get_network` whose initial weights depend on ``seed`` only; torch's global RNG is left alone."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_network(name, channels, num_classes, image_size)

@@ -29,7 +29,8 @@ from ddsearch.config import PADSettings
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.methods.pad import _cache
-from ddsearch.methods.pad._train import fresh_network, predict, train_epoch
+from ddsearch.evaluate import predict, train_epoch
+from ddsearch.models import seeded_network
 from ddsearch.methods.pad.flat import ParamLayout
 from ddsearch.methods.pad.scheduler import epoch_indices, sort_by_score
 from ddsearch.methods.pad.scores import dsa_strategy, get_scores, score_description
@@ -79,7 +80,7 @@ def expert_dir(data: RealData, settings: PADSettings, seed: int) -> Path:
 
 
 def network_layout(settings: PADSettings, data: RealData) -> ParamLayout:
-    return ParamLayout.of(fresh_network(settings.arch, data.channels, data.num_classes, data.image_size, 0))
+    return ParamLayout.of(seeded_network(settings.arch, data.channels, data.num_classes, data.image_size, 0))
 
 
 def train_expert(
@@ -94,7 +95,7 @@ def train_expert(
     expert_seed = _cache.derive_seed(seed, "expert", index)
     generator = torch.Generator().manual_seed(expert_seed)
     device = data.train_x.device
-    net = fresh_network(settings.arch, data.channels, data.num_classes, data.image_size, expert_seed).to(device)
+    net = seeded_network(settings.arch, data.channels, data.num_classes, data.image_size, expert_seed).to(device)
     layout = ParamLayout.of(net)
     optimizer = torch.optim.SGD(net.parameters(), lr=settings.lr_teacher, momentum=settings.expert_momentum,
                                 weight_decay=settings.expert_weight_decay)
@@ -144,7 +145,7 @@ def _worker(data: RealData, sorted_per_class: list[torch.Tensor], settings_dump:
     data = data.to(device)
     result = train_expert(data, sorted_per_class, settings, seed, index)
     _save_expert(Path(path), result, key, index, ParamLayout.of(
-        fresh_network(settings.arch, data.channels, data.num_classes, data.image_size, 0)))
+        seeded_network(settings.arch, data.channels, data.num_classes, data.image_size, 0)))
     return path
 
 

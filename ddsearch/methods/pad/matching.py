@@ -40,7 +40,7 @@ from ddsearch.config import PADSettings
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.methods.base import Distiller
-from ddsearch.methods.pad._train import fresh_network
+from ddsearch.models import seeded_network
 from ddsearch.methods.pad.experts import ExpertBuffer, get_experts
 from ddsearch.methods.pad.flat import ParamLayout, forward_flat, kept_from
 
@@ -66,7 +66,7 @@ class PAD(Distiller):
         self.validate(settings, data)
         device = data.train_x.device
         # Its own weights are never used (the flat vector replaces them); a fixed seed keeps the global RNG untouched.
-        self.net = fresh_network(settings.arch, data.channels, data.num_classes, data.image_size, 0).to(device).train()
+        self.net = seeded_network(settings.arch, data.channels, data.num_classes, data.image_size, 0).to(device).train()
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.layout = ParamLayout.of(self.net)

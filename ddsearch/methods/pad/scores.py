@@ -23,7 +23,8 @@ from ddsearch.augment import DSA, default_strategy
 from ddsearch.config import PADSettings
 from ddsearch.data import RealData
 from ddsearch.methods.pad import _cache
-from ddsearch.methods.pad._train import fresh_network, predict, train_epoch
+from ddsearch.evaluate import predict, train_epoch
+from ddsearch.models import seeded_network
 
 SCORE_MOMENTUM = 0.9
 GRAND_CHUNK = 64
@@ -90,7 +91,7 @@ def compute_scores(data: RealData, settings: PADSettings, seed: int = 0, progres
     for m in range(settings.score_models):
         net_seed = _cache.derive_seed(seed, "score", m)
         generator = torch.Generator().manual_seed(net_seed)
-        net = fresh_network(settings.arch, data.channels, data.num_classes, data.image_size, net_seed).to(x.device)
+        net = seeded_network(settings.arch, data.channels, data.num_classes, data.image_size, net_seed).to(x.device)
         optimizer = torch.optim.SGD(net.parameters(), lr=settings.lr_teacher, momentum=SCORE_MOMENTUM)
         for _ in range(settings.score_epochs):
             train_epoch(net, optimizer, x, y, all_rows, settings.expert_batch, dsa, generator)
