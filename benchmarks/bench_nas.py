@@ -79,13 +79,20 @@ def train_part(data: RealData, per_class: int, seed: int = 0) -> RealData:
     )
 
 
+PAD_CPU = dict(ipc=10, arch="ConvNet", num_experts=1, expert_train_epochs=3, max_start_epoch=1, expert_epochs=2,
+               syn_steps=10, batch_syn=50, score_models=1, score_epochs=0, add_end_epoch=1, rm_epoch_first=2,
+               rm_epoch_second=3)
+
+
 def make_pad_proxy(data: RealData, iterations: int, cache: Path, per_class: int) -> tuple[Path | None, dict]:
     """A tiny PAD run on part of MNIST's training split (1 expert of 3 epochs, scores at init).
 
     Any failure is recorded, not raised. The experts of a full PAD run need many passes over all
-    55,000 training images, which these 2 shared CPU cores cannot afford.
+    55,000 training images, which 2 CPU cores cannot afford; batch_syn 50 keeps an iteration near 3 s
+    (the whole 100-image set per unrolled step measured 11-12 s).
     """
-    path = proxy_dir(cache) / f"mnist-pad-ipc10-it{iterations}-train{per_class}pc.safetensors"
+    tag = f"s{PAD_CPU['syn_steps']}b{PAD_CPU['batch_syn']}"
+    path = proxy_dir(cache) / f"mnist-pad-ipc10-it{iterations}-{tag}-train{per_class}pc.safetensors"
     info_path = path.with_suffix(".json")
     if path.is_file() and info_path.is_file():
         return path, json.loads(info_path.read_text())
@@ -93,11 +100,7 @@ def make_pad_proxy(data: RealData, iterations: int, cache: Path, per_class: int)
         from ddsearch.config import PADSettings
         from ddsearch.methods import create_distiller
 
-        settings = PADSettings(
-            ipc=10, iterations=iterations, arch="ConvNet", num_experts=1, expert_train_epochs=3,
-            max_start_epoch=1, expert_epochs=2, syn_steps=10, score_models=1, score_epochs=0,
-            add_end_epoch=1, rm_epoch_first=2, rm_epoch_second=3, cache_dir=str(cache),
-        )
+        settings = PADSettings(iterations=iterations, cache_dir=str(cache), **PAD_CPU)
         part = train_part(data, per_class)
         start = time.perf_counter()
         distiller = create_distiller(settings, part, seed=0)
@@ -177,7 +180,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "ddsearch"))
     parser.add_argument("--datadam-iterations", type=int, default=100)
     parser.add_argument("--batch-real", type=int, default=32)
-    parser.add_argument("--pad-iterations", type=int, default=0, help="0: do not try PAD")
+    parser.add_argument("--pad-iterations", type=int, default=150, help="0: do not try PAD")
     parser.add_argument("--pad-train-per-class", type=int, default=500,
                         help="PAD scores and experts use this many training images per class")
     parser.add_argument("--pad-note", default="not attempted (--pad-iterations 0)",
@@ -186,13 +189,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50, help="proxy/control training epochs")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--truth-epochs", type=int, default=1)
-    parser.add_argument("--truth-train-size", type=int, default=5000)
+    parser.add_argument("--truth-train-size", type=int, default=0, help="0: the whole training split")
     parser.add_argument("--truth-batch-size", type=int, default=64,
                         help="4x the updates of batch 256 for the same compute: a less under-trained truth")
     parser.add_argument("--full-epochs", type=int, default=20,
                         help="epochs of the full-data schedule the time ratio is extrapolated to")
-    parser.add_argument("--full-proxy-epochs", type=int, default=300, help="proxy schedule extrapolated to")
-    parser.add_argument("--full-proxy-seeds", type=int, default=2)
+    parser.add_argument("--full-proxy-epochs", type=int, default=None,
+                        help="proxy schedule extrapolated to (default: as run, the schedule the correlations are for)")
+    parser.add_argument("--full-proxy-seeds", type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(2)
     cache = Path(args.cache_dir)
@@ -226,6 +230,8 @@ def main() -> None:
     truth_seconds = sum(s.seconds for s in truth)
     train_images = min(args.truth_train_size or len(data.train_y), len(data.train_y))
     full_seconds = truth_seconds * (len(data.train_y) / train_images) * (args.full_epochs / args.truth_epochs)
+    args.full_proxy_epochs = args.full_proxy_epochs or settings.epochs
+    args.full_proxy_seeds = args.full_proxy_seeds or settings.seeds
     proxy_scale = (args.full_proxy_epochs / settings.epochs) * (args.full_proxy_seeds / settings.seeds)
 
     rows, per_arch = [], {n: {"arch": n, "true_acc": a} for n, a in zip(names, truth_acc)}
@@ -269,7 +275,8 @@ def main() -> None:
         return f"{100 * v:.2f}"
 
     dd = datadam_info
-    pad_line = (f"PAD: {pad_info.get('iterations')} iterations, 1 expert of 3 epochs, EL2N scores at init, all "
+    pad_line = (f"PAD: {pad_info.get('iterations')} iterations, syn_steps {PAD_CPU['syn_steps']}, batch_syn "
+                f"{PAD_CPU['batch_syn']}, 1 expert of 3 epochs, EL2N scores at init, all "
                 f"on a random {pad_info.get('train_images')}-image part of the training split "
                 f"({pad_info.get('setup_seconds', 0):.0f} s scores + expert, {pad_info.get('distill_seconds', 0):.0f} s "
                 "distillation)."
@@ -277,16 +284,18 @@ def main() -> None:
     md = [
         f"# NAS on distilled proxy data, MNIST ({info['device_name']})",
         "",
-        "**Reduced CPU schedules** (2 shared cores; nothing here is the papers' schedule):",
+        "**Reduced CPU schedules** (2 cores, nothing else running; nothing here is the papers' schedule):",
         "",
         f"- proxies: DataDAM IPC 10, ConvNetBN, {dd['iterations']} iterations, batch_real {dd['batch_real']} "
         f"({dd['distill_seconds']:.0f} s; the paper runs 20,000 iterations). {pad_line}",
         f"- control: a random real subset of the same size (10 per class), same protocol.",
         f"- proxy/control protocol: {settings.epochs} epochs, {settings.seeds} seed(s), SGD lr {settings.lr}, "
         f"DSA `{settings.strategy(data)}`, mean accuracy on the 5,000-image real validation split.",
-        f"- ground truth: {settings.truth_epochs} epoch(s) at batch {settings.truth_batch_size} on a class-balanced "
-        f"{train_images:,}-image part of the real training split, {settings.truth_seeds} seed; same validation split. "
-        "This is a weak truth (few SGD steps): it ranks how fast a network learns as much as how well.",
+        f"- ground truth: {settings.truth_epochs} epoch(s) at batch {settings.truth_batch_size} on "
+        + (f"all {train_images:,} images of the real training split" if train_images == len(data.train_y)
+           else f"a class-balanced {train_images:,}-image part of the real training split")
+        + f", {settings.truth_seeds} seed; same validation split. A short schedule: it ranks how fast a network "
+        "learns as well as how well.",
         f"- candidates ({len(names)}): {', '.join(names)}.",
         f"- torch {info['torch']}, {info['date']}.",
         "",
@@ -305,10 +314,13 @@ def main() -> None:
         "",
         f"*ratio measured*: ground-truth training seconds / proxy training seconds, both as run here (the "
         f"{dd['distill_seconds']:.0f} s of distillation are not counted: a proxy is made once and reused). "
-        f"*ratio at full schedules*: both sides scaled linearly from these measurements, the truth to all "
+        f"*ratio at full schedules*: scaled linearly from these measurements, the truth to all "
         f"{len(data.train_y):,} training images x {args.full_epochs} epochs (the `ddsearch baseline` default), the "
-        f"proxy to {args.full_proxy_epochs} epochs x {args.full_proxy_seeds} seeds (the `ddsearch nas` default); "
-        "an estimate, not a measurement.",
+        f"proxy to {args.full_proxy_epochs} epochs x {args.full_proxy_seeds} seed(s)"
+        + (" (as run: the schedule the correlations above are for)"
+           if (args.full_proxy_epochs, args.full_proxy_seeds) == (settings.epochs, settings.seeds) else "")
+        + "; an estimate, not a measurement. The correlations were measured against the "
+        f"{settings.truth_epochs}-epoch truth, not the {args.full_epochs}-epoch one.",
         "",
         "| candidate | true acc | " + " | ".join(proxies) + " |",
         "| --- | --- | " + " | ".join("---" for _ in proxies) + " |",

@@ -1,0 +1,416 @@
+"""The reproduction table (issue 8): MNIST accuracy, cross-architecture, cost and tuning, beside the papers.
+
+One entry point for every figure of the table. Each record is written as soon as it is measured
+and skipped on the next run, so the table can be built over several short GPU sessions; delete a
+record (or pass --force) to measure it again. Distilled sets are cached under --cache-dir.
+
+    python benchmarks/reproduce.py --device cuda                       # the paper protocol, everything
+    python benchmarks/reproduce.py --device cuda --ipcs 10 --methods datadam,random --stages accuracy
+    python benchmarks/reproduce.py --scale 0.1 ...                      # 10% of the distillation iterations
+    python benchmarks/reproduce.py --quick --set dataset.name=digits --out-dir /tmp/r   # a CPU smoke run
+
+Stages: ``accuracy`` (ConvNet, IPC 1/10/50, every method and control), ``cross`` (the IPC 10 sets
+under other architectures), ``tune`` (a small ``ddsearch tune`` study per method against its
+defaults). Records: method, dataset, ipc, arch, test_acc_mean, test_acc_std, repeats, epochs, device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import re
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from common import RESULTS, data_root, device_info
+from ddsearch.augment import default_strategy
+from ddsearch.config import Study, load_study
+from ddsearch.data import RealData
+from ddsearch.evaluate import EvalResult, TrainSettings, evaluate_synset, train_on_real
+from ddsearch.synset import SyntheticSet
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = {"datadam": ROOT / "studies" / "mnist_datadam.yaml", "pad": ROOT / "studies" / "mnist_pad.yaml"}
+DISTILLERS = tuple(STUDIES)
+CONTROLS = ("random", "herding", "kcenter")
+METHODS = (*DISTILLERS, *CONTROLS, "full")
+CROSS_ARCHS = ("AlexNet", "VGG11", "ResNet18", "LeNet", "MLP")
+
+# Per-IPC starting points on top of the studies (which are set for IPC 10). PAD follows DATM's
+# habit of matching earlier (easier) expert epochs for small sets and later ones for large sets.
+IPC_OVERRIDES: dict[str, dict[int, list[str]]] = {
+    "datadam": {},
+    "pad": {
+        1: ["method.max_start_epoch=2", "method.max_start_epoch_final=4", "method.lr_img=100"],
+        50: ["method.syn_steps=30", "method.max_start_epoch=20", "method.max_start_epoch_final=28",
+             "method.expert_epochs=2"],
+    },
+}
+# --quick: every stage at toy size, to check the pipeline on a CPU in about a minute.
+QUICK = {
+    "datadam": ["method.iterations=3", "method.batch_real=16", "evaluation.eval_every=3", "evaluation.epochs=2",
+                "evaluation.final_epochs=2", "evaluation.final_repeats=1", "budget.num_samples=2",
+                "budget.max_concurrent=1", "resources.gpu=0", "resources.cpu=1", "device=cpu"],
+    "pad": ["method.iterations=3", "method.num_experts=1", "method.expert_train_epochs=3", "method.max_start_epoch=1",
+            "method.max_start_epoch_final=null", "method.expert_epochs=1", "method.syn_steps=2",
+            "method.score_models=1", "method.score_epochs=0", "method.add_end_epoch=1", "method.rm_epoch_first=2",
+            "method.rm_epoch_second=3", "method.workers=1", "evaluation.eval_every=3", "evaluation.epochs=2",
+            "evaluation.final_epochs=2", "evaluation.final_repeats=1", "budget.num_samples=2",
+            "budget.max_concurrent=1", "resources.gpu=0", "resources.cpu=1", "device=cpu",
+            "search={lr_img: {type: float, low: 10.0, high: 1000.0, log: true}}"],
+}
+
+PUBLISHED = {"DC": {1: 91.7, 10: 97.4, 50: 98.8}, "DSA": {1: 88.7, 10: 97.8, 50: 99.2}}
+SOURCE_REPORTS_IPC10 = {"datadam": "80–91.8", "pad": "68.6–87"}
+TARGETS = {"datadam": {1: 0.90, 10: 0.975, 50: 0.988}, "pad": {1: 0.92, 10: 0.98, 50: 0.99}}
+KEY_FIELDS = ("stage", "method", "dataset", "ipc", "arch", "epochs", "repeats", "iterations")
+
+
+# ---- records --------------------------------------------------------------------------------
+
+class Records:
+    """The results file as a list of records, saved after every addition (a cut-off run loses nothing)."""
+
+    def __init__(self, path: Path, force: bool) -> None:
+        self.path = path
+        self.items: list[dict[str, Any]] = [] if force or not path.is_file() else json.loads(path.read_text())
+
+    @staticmethod
+    def key(record: dict[str, Any]) -> tuple:
+        return tuple(record.get(k) for k in KEY_FIELDS)
+
+    def find(self, **key: Any) -> dict[str, Any] | None:
+        wanted = tuple(key.get(k) for k in KEY_FIELDS)
+        return next((r for r in self.items if self.key(r) == wanted), None)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.items = [r for r in self.items if self.key(r) != self.key(record)] + [record]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.items, indent=2, default=str) + "\n")
+
+
+def accuracy_fields(result: EvalResult) -> dict[str, Any]:
+    summary = result.summary()
+    return {k: summary[k] for k in ("test_acc_mean", "test_acc_std", "val_acc_mean", "val_acc_std", "repeats")} | {
+        "eval_seconds": result.train_seconds, "test_accs": result.test_acc}
+
+
+def target_fields(method: str, ipc: int | None, test_acc: float) -> dict[str, Any]:
+    target = TARGETS.get(method, {}).get(ipc) if ipc else None
+    if target is None:
+        return {}
+    return {"target": target, "target_met": test_acc >= target, "short_by": max(0.0, target - test_acc)}
+
+
+# ---- sets -----------------------------------------------------------------------------------
+
+def method_study(method: str, ipc: int, args: argparse.Namespace) -> Study:
+    study = load_study(STUDIES[method], study_overrides(method, ipc, args))
+    if args.scale != 1.0:
+        iterations = max(1, round(study.method.iterations * args.scale))
+        study = load_study(STUDIES[method], study_overrides(method, ipc, args) + [f"method.iterations={iterations}"])
+    return study
+
+
+def study_overrides(method: str, ipc: int, args: argparse.Namespace) -> list[str]:
+    """The study's settings for this IPC: per-IPC starting points, --quick sizes, then the user's --set."""
+    return [f"dataset.root={data_root()}", f"method.ipc={ipc}", *IPC_OVERRIDES[method].get(ipc, []),
+            *(QUICK[method] if args.quick else []), f"device={args.device}", *args.set]
+
+
+def distilled_set(method: str, ipc: int, data: RealData, args: argparse.Namespace) -> tuple[SyntheticSet, dict]:
+    """Distil (or load from the cache) ``method``'s set at ``ipc``; cost is wall time and peak GPU memory."""
+    from ddsearch.methods import create_distiller
+
+    study = method_study(method, ipc, args)
+    settings = study.method.model_dump(mode="json")
+    digest = hashlib.sha256(json.dumps([study.dataset.model_dump(mode="json"), settings, study.seed],
+                                       sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(args.cache_dir) / f"{data.name}-{method}-ipc{ipc}-{digest}.safetensors"
+    info_path = path.with_suffix(".json")
+    if path.is_file() and info_path.is_file():
+        return SyntheticSet.load(path, expect=data), json.loads(info_path.read_text())
+    device = data.train_x.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    distiller = create_distiller(study.method, data, seed=study.seed, progress=True)
+    setup = time.perf_counter() - start
+    losses = []
+    start = time.perf_counter()
+    for _ in tqdm(range(study.method.iterations), desc=f"{method} ipc {ipc}", unit="it"):
+        losses.append(distiller.step())
+    last_losses = torch.stack(losses[-10:]).float().cpu()  # the one host sync
+    seconds = time.perf_counter() - start
+    if not bool(torch.isfinite(last_losses).all()):
+        raise SystemExit(f"{method} at ipc {ipc} diverged (loss {last_losses[-1]}); lower its lr_img")
+    synset = distiller.synset()
+    info = {
+        "iterations": study.method.iterations, "distill_seconds": seconds, "setup_seconds": setup,
+        "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "final_loss": float(last_losses[-1]), "settings": settings,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    synset.save(path)
+    info_path.write_text(json.dumps(info, indent=2))
+    return synset, info
+
+
+def control_set(method: str, ipc: int, data: RealData, args: argparse.Namespace, cache: dict) -> SyntheticSet:
+    from ddsearch.coreset import embedding_network, select_coreset
+
+    if method == "random":
+        x, y = data.subset(ipc, torch.Generator().manual_seed(0))
+        return SyntheticSet(images=x, labels=y, num_classes=data.num_classes, dataset=data.name, method="random")
+    if "net" not in cache:  # one embedding network serves both selectors and every IPC
+        cache["net"] = embedding_network(data, "ConvNet", epochs=args.embed_epochs, seed=0)
+    return select_coreset(data, ipc, method, cache["net"])
+
+
+# ---- stages ---------------------------------------------------------------------------------
+
+def accuracy_stage(data: RealData, args: argparse.Namespace, records: Records, base: dict[str, Any]) -> None:
+    settings = TrainSettings(epochs=args.epochs, dsa_strategy=default_strategy(data.name))
+    selector_cache: dict = {}
+    for ipc in args.ipcs:
+        for method in args.methods:
+            if method == "full":
+                continue
+            iterations = method_study(method, ipc, args).method.iterations if method in DISTILLERS else None
+            key = dict(stage="accuracy", method=method, dataset=data.name, ipc=ipc, arch=args.arch,
+                       epochs=args.epochs, repeats=args.repeats, iterations=iterations)
+            if records.find(**key):
+                print(f"cached: {method} ipc {ipc}")
+                continue
+            cost: dict[str, Any] = {}
+            if method in DISTILLERS:
+                synset, cost = distilled_set(method, ipc, data, args)
+            else:
+                synset = control_set(method, ipc, data, args, selector_cache)
+            result = evaluate_synset(synset, data, args.arch, settings, repeats=args.repeats, seed=0, progress=True)
+            acc = accuracy_fields(result)
+            records.add(key | acc | target_fields(method, ipc, acc["test_acc_mean"]) | base
+                        | {k: v for k, v in cost.items() if k != "settings"} | {"settings": cost.get("settings")})
+            print(f"{method} ipc {ipc}: test {100 * acc['test_acc_mean']:.2f} ± {100 * acc['test_acc_std']:.2f}")
+    if "full" in args.methods:
+        key = dict(stage="accuracy", method="full", dataset=data.name, ipc=None, arch=args.arch,
+                   epochs=args.full_epochs, repeats=args.full_repeats, iterations=None)
+        if not records.find(**key):
+            full = TrainSettings(epochs=args.full_epochs, dsa_strategy="none")
+            result = train_on_real(data, args.arch, full, repeats=args.full_repeats, progress=True)
+            records.add(key | accuracy_fields(result) | base | {"train_images": int(data.train_y.shape[0])})
+
+
+def cross_stage(data: RealData, args: argparse.Namespace, records: Records, base: dict[str, Any]) -> None:
+    settings = TrainSettings(epochs=args.epochs, dsa_strategy=default_strategy(data.name))
+    for method in (m for m in args.methods if m in DISTILLERS):
+        ipc = args.cross_ipc
+        iterations = method_study(method, ipc, args).method.iterations
+        synset = None
+        for arch in args.cross_archs:
+            key = dict(stage="cross", method=method, dataset=data.name, ipc=ipc, arch=arch, epochs=args.epochs,
+                       repeats=args.repeats, iterations=iterations)
+            if records.find(**key):
+                continue
+            synset = synset or distilled_set(method, ipc, data, args)[0]
+            result = evaluate_synset(synset, data, arch, settings, repeats=args.repeats, seed=0, progress=True)
+            records.add(key | accuracy_fields(result) | base)
+
+
+def tune_stage(data: RealData, args: argparse.Namespace, records: Records, base: dict[str, Any]) -> None:
+    """A small search around each method's defaults; trial 0 runs the defaults themselves."""
+    from ddsearch import tracking
+    from ddsearch.search.report import leaderboard
+    from ddsearch.search.tune import prepare, run_study
+
+    for method in (m for m in args.methods if m in DISTILLERS):
+        ipc = args.cross_ipc
+        study = method_study(method, ipc, args)
+        key = dict(stage="tune", method=method, dataset=data.name, ipc=ipc, arch=study.evaluation.arch,
+                   epochs=study.evaluation.final_epochs, repeats=study.evaluation.final_repeats,
+                   iterations=study.method.iterations)
+        if records.find(**key):
+            continue
+        name = f"reproduce_{data.name}_{method}_ipc{ipc}"
+        state = Path(args.cache_dir) / "tune" / name
+        uri = args.tracking_uri or tracking.resolve_tracking_uri(None)
+        overrides = study_overrides(method, ipc, args) + [
+            f"name={name}", f"state_dir={state}", f"budget.num_samples={args.tune_trials}",
+            f"method.iterations={study.method.iterations}", f"evaluators=[{study.evaluation.arch}]"]
+        plan = prepare(SimpleNamespace(study=str(STUDIES[method]), overrides=overrides, tracking_uri=uri, address=None))
+        started = time.perf_counter()
+        if run_study(plan, resume=True) != 0:
+            raise SystemExit(f"the {method} tuning study was interrupted; run again to resume it")
+        parent_run = tracking.find_study_runs(uri, plan.experiment_name, name)[0]
+        parent = parent_run["run_id"]
+        board = leaderboard(uri, parent_run["experiment_id"], parent)
+        done = board[board["final"]]
+        default = done[done["optuna_trial"] == 0]
+        if done.empty or default.empty:
+            raise SystemExit(f"the {method} tuning study finished no default trial; see `ddsearch report {name}`")
+        best, default = done.iloc[0], default.iloc[0]
+        params = [c for c in board.columns if c in plan.space.distributions]
+        records.add(key | base | {
+            "trials": int(len(board)), "trials_finished": int(len(done)), "search_seconds": time.perf_counter() - started,
+            "default_val_acc": float(default["val_acc"]), "default_test_acc": float(default["test_acc"]),
+            "best_val_acc": float(best["val_acc"]), "best_test_acc": float(best["test_acc"]),
+            "best_params": {p: best[p] for p in params}, "val_gain": float(best["val_acc"] - default["val_acc"]),
+            "test_gain": float(best["test_acc"] - default["test_acc"]),
+            "test_acc_mean": float(best["test_acc"]), "test_acc_std": None, "mlflow_parent_run": parent,
+            "target_met": bool(best["val_acc"] > default["val_acc"]),
+        })
+
+
+# ---- the table ------------------------------------------------------------------------------
+
+def pct(value: float | None, std: float | None = None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std else "")
+
+
+def markdown(records: list[dict[str, Any]], title: str) -> str:
+    acc = [r for r in records if r["stage"] == "accuracy"]
+    devices = sorted({r["device"] for r in records})
+    lines = [f"# {title}", "", f"Device(s): {', '.join(devices) or '–'}. "
+             + ", ".join(sorted({f"torch {r['torch']}" for r in records})) + ".", ""]
+    ipcs = sorted({r["ipc"] for r in acc if r["ipc"] is not None})
+    if acc:
+        lines += ["## MNIST test accuracy (%), ConvNet evaluator, mean ± std over repeats", "",
+                  "| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " | evaluator | distillation |",
+                  "| --- | " + " | ".join("---" for _ in ipcs) + " | --- | --- |"]
+        for method in METHODS:
+            rows = {r["ipc"]: r for r in acc if r["method"] == method}
+            if not rows:
+                continue
+            if method == "full":
+                r = rows[None]
+                lines.append(f"| full training set ({r['train_images']:,} images) | "
+                             + " | ".join(pct(r["test_acc_mean"], r["test_acc_std"]) if i == ipcs[0] else "" for i in ipcs)
+                             + f" | {r['epochs']} epochs × {r['repeats']} | – |")
+                continue
+            cells = [pct(rows[i]["test_acc_mean"], rows[i]["test_acc_std"]) if i in rows else "–" for i in ipcs]
+            any_row = next(iter(rows.values()))
+            distill = ", ".join(f"IPC {i}: {rows[i]['iterations']} it" for i in ipcs if i in rows and rows[i].get("iterations"))
+            lines.append(f"| {method} | " + " | ".join(cells)
+                         + f" | {any_row['epochs']} epochs × {any_row['repeats']} | {distill or '–'} |")
+        for paper, figures in PUBLISHED.items():
+            lines.append(f"| {paper} (published) | " + " | ".join(f"{figures[i]}" if i in figures else "–" for i in ipcs)
+                         + " | 1000 epochs | paper |")
+        lines += ["", "Source reports at IPC 10: DataDAM " + SOURCE_REPORTS_IPC10["datadam"] + ", PAD "
+                  + SOURCE_REPORTS_IPC10["pad"] + " (20-epoch evaluators, selection on the test set).", ""]
+        missed = [r for r in acc if "target" in r]
+        if missed:
+            lines += ["| method | IPC | test acc | target | met | short by (pts) |", "| --- | --- | --- | --- | --- | --- |"]
+            for r in sorted(missed, key=lambda r: (r["method"], r["ipc"])):
+                lines.append(f"| {r['method']} | {r['ipc']} | {pct(r['test_acc_mean'])} | {pct(r['target'])} | "
+                             f"{'yes' if r['target_met'] else '**no**'} | {100 * r['short_by']:.2f} |")
+            lines.append("")
+        cost = [r for r in acc if r.get("distill_seconds") is not None]
+        if cost:
+            lines += ["## Distillation cost", "", "| method | IPC | iterations | wall s | s / iteration | peak GPU MB |",
+                      "| --- | --- | --- | --- | --- | --- |"]
+            for r in sorted(cost, key=lambda r: (r["method"], r["ipc"])):
+                mem = f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb") else "– (CPU)"
+                lines.append(f"| {r['method']} | {r['ipc']} | {r['iterations']} | {r['distill_seconds']:.0f} | "
+                             f"{r['distill_seconds'] / r['iterations']:.3f} | {mem} |")
+            lines.append("")
+    cross = [r for r in records if r["stage"] == "cross"]
+    if cross:
+        archs = list(dict.fromkeys(r["arch"] for r in cross))
+        lines += [f"## Cross-architecture, IPC {cross[0]['ipc']} (sets distilled with the study's network)", "",
+                  "| method | ConvNet | " + " | ".join(archs) + " |", "| --- | --- | " + " | ".join("---" for _ in archs) + " |"]
+        for method in dict.fromkeys(r["method"] for r in cross):
+            own = next((r for r in acc if r["method"] == method and r["ipc"] == cross[0]["ipc"]), None)
+            row = {r["arch"]: r for r in cross if r["method"] == method}
+            lines.append(f"| {method} | {pct(own['test_acc_mean'], own['test_acc_std']) if own else '–'} | "
+                         + " | ".join(pct(row[a]["test_acc_mean"], row[a]["test_acc_std"]) if a in row else "–" for a in archs) + " |")
+        lines.append("")
+    tuned = [r for r in records if r["stage"] == "tune"]
+    if tuned:
+        lines += ["## Search vs defaults (`ddsearch tune`, trial 0 = the defaults)", "",
+                  "| method | IPC | trials | default val | best val | val gain (pts) | default test | best test | best settings |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in tuned:
+            best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["best_params"].items())
+            lines.append(f"| {r['method']} | {r['ipc']} | {r['trials_finished']}/{r['trials']} | {pct(r['default_val_acc'])} | "
+                         f"{pct(r['best_val_acc'])} | {100 * r['val_gain']:+.2f} | {pct(r['default_test_acc'])} | "
+                         f"{pct(r['best_test_acc'])} | {best} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def update_readme(table: str, readme: Path = ROOT / "README.md") -> None:
+    """Replace the block between the reproduce markers in the README with the latest table."""
+    begin, end = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
+    text = readme.read_text()
+    if begin not in text or end not in text:
+        return
+    body = re.sub(r"^# .*\n", "", table, count=1).replace("\n## ", "\n#### ")
+    readme.write_text(text.split(begin)[0] + begin + "\n" + body.strip() + "\n" + end + text.split(end, 1)[1])
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+def csv(kind: type = str):
+    return lambda text: [kind(item) for item in text.split(",") if item]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--stages", type=csv(), default=["accuracy", "cross", "tune"])
+    parser.add_argument("--methods", type=csv(), default=list(METHODS))
+    parser.add_argument("--ipcs", type=csv(int), default=[1, 10, 50])
+    parser.add_argument("--arch", default="ConvNet")
+    parser.add_argument("--epochs", type=int, default=1000, help="evaluator epochs (papers: 1000)")
+    parser.add_argument("--repeats", type=int, default=5, help="evaluator trainings per set (papers: 5)")
+    parser.add_argument("--full-epochs", type=int, default=20)
+    parser.add_argument("--full-repeats", type=int, default=2)
+    parser.add_argument("--embed-epochs", type=int, default=2, help="training of the selectors' embedding ConvNet")
+    parser.add_argument("--cross-ipc", type=int, default=10)
+    parser.add_argument("--cross-archs", type=csv(), default=list(CROSS_ARCHS))
+    parser.add_argument("--tune-trials", type=int, default=8)
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of each study's distillation iterations")
+    parser.add_argument("--set", action="append", default=[], help="study override for every method, KEY=VALUE")
+    parser.add_argument("--quick", action="store_true", help="toy sizes: check the pipeline, measure nothing")
+    parser.add_argument("--name", default=None, help="results name (default reproduce, or reproduce_quick)")
+    parser.add_argument("--out-dir", default=str(RESULTS))
+    parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "ddsearch" / "reproduce"))
+    parser.add_argument("--tracking-uri", default=None)
+    parser.add_argument("--force", action="store_true", help="measure every record again")
+    args = parser.parse_args()
+    unknown = sorted(set(args.methods) - set(METHODS)) + sorted(set(args.stages) - {"accuracy", "cross", "tune"})
+    if unknown:
+        raise SystemExit(f"unknown method or stage: {', '.join(unknown)}; methods: {', '.join(METHODS)}")
+    if args.quick:
+        args.epochs, args.repeats, args.full_epochs, args.full_repeats = 2, 2, 1, 1
+        args.embed_epochs, args.tune_trials = 0, 2
+    name = args.name or ("reproduce_quick" if args.quick else "reproduce")
+    device = torch.device(args.device)
+    from ddsearch.runner import load_study_data
+
+    data = load_study_data(method_study("datadam", max(args.ipcs), args), device=device)
+    info = device_info(device)
+    base = {"device": info["device_name"], "torch": info["torch"], "date": info["date"], "quick": args.quick,
+            "scale": args.scale}
+    out = Path(args.out_dir)
+    records = Records(out / f"{name}.json", args.force)
+    for stage in args.stages:
+        {"accuracy": accuracy_stage, "cross": cross_stage, "tune": tune_stage}[stage](data, args, records, base)
+    table = markdown(records.items, f"Reproduction table, {data.name} ({name})")
+    (out / f"{name}.md").write_text(table + "\n")
+    print(table)
+    if name == "reproduce" and Path(args.out_dir).resolve() == RESULTS.resolve():
+        update_readme(table)
+
+
+if __name__ == "__main__":
+    main()
