@@ -22,6 +22,7 @@ import json
 import math
 import re
 import time
+from collections import deque
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -116,10 +117,11 @@ def target_fields(method: str, ipc: int | None, test_acc: float) -> dict[str, An
 # ---- sets -----------------------------------------------------------------------------------
 
 def method_study(method: str, ipc: int, args: argparse.Namespace) -> Study:
-    study = load_study(STUDIES[method], study_overrides(method, ipc, args))
+    overrides = study_overrides(method, ipc, args)
+    study = load_study(STUDIES[method], overrides)
     if args.scale != 1.0:
         iterations = max(1, round(study.method.iterations * args.scale))
-        study = load_study(STUDIES[method], study_overrides(method, ipc, args) + [f"method.iterations={iterations}"])
+        study = load_study(STUDIES[method], overrides + [f"method.iterations={iterations}"])
     return study
 
 
@@ -147,11 +149,11 @@ def distilled_set(method: str, ipc: int, data: RealData, args: argparse.Namespac
     start = time.perf_counter()
     distiller = create_distiller(study.method, data, seed=study.seed, progress=True)
     setup = time.perf_counter() - start
-    losses = []
+    losses: deque[torch.Tensor] = deque(maxlen=10)  # a NaN stays NaN, so the last losses tell
     start = time.perf_counter()
     for _ in tqdm(range(study.method.iterations), desc=f"{method} ipc {ipc}", unit="it"):
         losses.append(distiller.step())
-    last_losses = torch.stack(losses[-10:]).float().cpu()  # the one host sync
+    last_losses = torch.stack(list(losses)).float().cpu()  # the one host sync
     seconds = time.perf_counter() - start
     if not bool(torch.isfinite(last_losses).all()):
         raise SystemExit(f"{method} at ipc {ipc} diverged (loss {last_losses[-1]}); lower its lr_img")
@@ -200,8 +202,7 @@ def accuracy_stage(data: RealData, args: argparse.Namespace, records: Records, b
                 synset = control_set(method, ipc, data, args, selector_cache)
             result = evaluate_synset(synset, data, args.arch, settings, repeats=args.repeats, seed=0, progress=True)
             acc = accuracy_fields(result)
-            records.add(key | acc | target_fields(method, ipc, acc["test_acc_mean"]) | base
-                        | {k: v for k, v in cost.items() if k != "settings"} | {"settings": cost.get("settings")})
+            records.add(key | acc | target_fields(method, ipc, acc["test_acc_mean"]) | base | cost)
             print(f"{method} ipc {ipc}: test {100 * acc['test_acc_mean']:.2f} ± {100 * acc['test_acc_std']:.2f}")
     if "full" in args.methods:
         key = dict(stage="accuracy", method="full", dataset=data.name, ipc=None, arch=args.arch,

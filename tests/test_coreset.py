@@ -48,8 +48,6 @@ def test_k_center_takes_one_point_from_each_separated_cluster() -> None:
     features = torch.cat([c + torch.randn(20, 2, generator=generator) for c in centres])
     clusters = k_center(features, 4) // 20
     assert sorted(clusters.tolist()) == [0, 1, 2, 3]
-    random_clusters = torch.randperm(80, generator=generator)[:4] // 20
-    assert len(set(clusters.tolist())) >= len(set(random_clusters.tolist()))
 
 
 @pytest.mark.parametrize("pick", [herding, k_center])
