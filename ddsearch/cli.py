@@ -42,6 +42,18 @@ def _add_study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", help="study YAML file (see studies/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a study key, e.g. --set method.ipc=10 (repeatable)")
+    _add_precision_arg(parser, default=None, what="the study's precision key")
+
+
+def _add_precision_arg(parser: argparse.ArgumentParser, default: str | None, what: str) -> None:
+    parser.add_argument("--precision", default=default, choices=["auto", "fp32", "bf16"],
+                        help=f"network compute precision (default: {what}); auto: bf16 where the hardware runs it fast")
+
+
+def _study_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` overrides plus ``--precision``, which is the study key ``precision``."""
+    precision = getattr(args, "precision", None)
+    return [*args.overrides, *([f"precision={precision}"] if precision else [])]
 
 
 # ---- commands -----------------------------------------------------------------------------
@@ -73,7 +85,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     image_size = header.images.shape[-1] if args.image_size is None else args.image_size
     data = _load_data(dataset, args.data_root, image_size, args.val_size, args.device)
     synset = SyntheticSet.load(args.synset, expect=data)
-    settings = TrainSettings(epochs=args.epochs, lr=args.lr, dsa_strategy=args.dsa or default_strategy(data.name))
+    settings = TrainSettings(epochs=args.epochs, lr=args.lr, dsa_strategy=args.dsa or default_strategy(data.name),
+                             precision=args.precision)
     rows = []
     for arch in args.arch:
         result = evaluate_synset(synset, data, arch, settings, repeats=args.repeats, seed=args.seed,
@@ -89,7 +102,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     data = _load_data(args.dataset, args.data_root, args.image_size, args.val_size, args.device)
     settings = TrainSettings(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                             dsa_strategy="none" if args.no_dsa else default_strategy(data.name))
+                             dsa_strategy="none" if args.no_dsa else default_strategy(data.name), precision=args.precision)
     rows = []
     for arch in args.arch:
         result = train_on_real(data, arch, settings, repeats=args.repeats, seed=args.seed, progress=True)
@@ -103,7 +116,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_distill(args: argparse.Namespace) -> int:
     from ddsearch.distill import distill_command
 
-    return distill_command(args.study, args.overrides, args.tracking_uri, quiet=args.quiet)
+    return distill_command(args.study, _study_overrides(args), args.tracking_uri, quiet=args.quiet)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -116,6 +129,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from ddsearch.search.tune import tune_command
 
+    args.overrides = _study_overrides(args)
     return tune_command(args)
 
 
@@ -134,13 +148,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_scores(args: argparse.Namespace) -> int:
     from ddsearch.methods.pad.commands import scores_command
 
-    return scores_command(args.study, args.overrides)
+    return scores_command(args.study, _study_overrides(args))
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
     from ddsearch.methods.pad.commands import experts_command
 
-    return experts_command(args.study, args.overrides)
+    return experts_command(args.study, _study_overrides(args))
 
 
 def cmd_nas(args: argparse.Namespace) -> int:
@@ -171,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--repeats", type=int, default=1, help="independent trainings; mean ± std is reported")
+        _add_precision_arg(p, default="auto", what="auto")
 
     add("datasets", cmd_datasets, "list the data sets ddsearch can load")
     add("models", cmd_models, "list the architectures get_network knows")
@@ -262,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--image-size", type=int, default=None, help="resize the real data (default: native size)")
     run.add_argument("--val-size", type=float, default=0.1, help="validation split: fraction (<1) or count")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_precision_arg(run, default="auto", what="auto")
     run.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI or ./mlruns)")
     run.add_argument("--experiment", default="nas", help="MLflow experiment of the NAS run")
     run.add_argument("--json", default=None, help="also write the full result to this JSON file")

@@ -58,6 +58,9 @@ class DataDAMSettings(MethodBase):
     momentum: float = Field(0.5, ge=0, lt=1)
     loss_scale: float = Field(100.0, gt=0, description="the reference code's loss multiplier")
     channels_last: bool = Field(True, description="run the matching network in channels-last memory format (faster convolutions)")
+    fuse: Literal["auto", "on", "off"] = Field(
+        "auto", description="compile the real branch's per-chunk kernels with torch.compile ('auto': for large real batches)"
+    )
 
 
 class PADSettings(MethodBase):
@@ -253,6 +256,9 @@ class Study(_Strict):
     name: str = "study"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="network compute precision; 'auto': bf16 where the CPU (AMX/AVX512-BF16) or GPU runs it fast"
+    )
     dataset: DatasetConfig = DatasetConfig()
     method: MethodSettings = DataDAMSettings()
     evaluation: EvaluationConfig = EvaluationConfig()
@@ -290,6 +296,7 @@ class Study(_Strict):
                 out[f"{section}.{key}"] = value
         out["evaluators"] = ",".join(self.evaluators)
         out["seed"] = self.seed
+        out["precision"] = self.precision
         return out
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from ddsearch import tracking
 from ddsearch.config import load_study
-from ddsearch.runner import DivergedError, load_study_data, run_distillation, validate_study
+from ddsearch.runner import DivergedError, load_study_data, run_distillation, validate_study, with_resolved_precision
 
 
 def distill_command(study_path: str, overrides: list[str], tracking_uri: str | None, quiet: bool = False) -> int:
     study = load_study(study_path, overrides)
     data = load_study_data(study)
+    study = with_resolved_precision(study, data.device)
     validate_study(study, data)  # bad settings fail here, before a run exists
 
     uri = tracking.resolve_tracking_uri(tracking_uri or study.tracking.uri)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ddsearch.augment import DSA
 from ddsearch.data import RealData
 from ddsearch.models import seeded_network
+from ddsearch.precision import autocast, resolve_precision
 from ddsearch.synset import SyntheticSet
 
 
@@ -37,6 +38,8 @@ class TrainSettings:
     # Train independent repeats together under torch.func.vmap. None: only on GPUs, since on CPU
     # the stacked (grouped) convolutions measured 2x slower (benchmarks/results/evaluate_repeats_cpu.md).
     batch_repeats: bool | None = None
+    # Network compute precision (ddsearch.precision): bf16 under autocast with fp32 master weights.
+    precision: str = "auto"
 
 
 @dataclass
@@ -48,6 +51,7 @@ class EvalResult:
     test_acc: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
     epochs: int = 0
+    precision: str = "fp32"
 
     @staticmethod
     def _stats(values: list[float]) -> tuple[float, float]:
@@ -84,6 +88,7 @@ class EvalResult:
             "test_acc_std": self.test_std,
             "repeats": self.repeats,
             "epochs": self.epochs,
+            "precision": self.precision,
             "train_seconds": self.train_seconds,
         }
 
@@ -97,21 +102,22 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits in eval mode, in batches; the model's train/eval mode is restored."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, precision: str = "fp32") -> torch.Tensor:
+    """Logits (fp32) in eval mode, in batches; the model's train/eval mode is restored."""
     was_training = model.training
     model.eval()
-    logits = torch.cat([model(x[start : start + batch_size]) for start in range(0, x.shape[0], batch_size)])
+    with autocast(precision, x.device):
+        logits = torch.cat([model(x[start : start + batch_size]).float() for start in range(0, x.shape[0], batch_size)])
     model.train(was_training)
     return logits
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, precision: str = "fp32") -> float:
     """Top-1 accuracy in eval mode; one host sync at the end."""
     if x.shape[0] == 0:
         return float("nan")
-    return (predict(model, x, batch_size).argmax(dim=1) == y).sum().item() / x.shape[0]
+    return (predict(model, x, batch_size, precision).argmax(dim=1) == y).sum().item() / x.shape[0]
 
 
 def build_network(arch: str, data: RealData, seed: int, device: torch.device | str) -> nn.Module:
@@ -142,8 +148,9 @@ def train_network(
     dsa = DSA(settings.dsa_strategy)
     optimizer, scheduler = _sgd_with_step_decay(net.parameters(), settings)
     every_row = torch.arange(x.shape[0])
+    precision = resolve_precision(settings.precision, x.device)
     for _ in tqdm(range(settings.epochs), desc=desc, disable=not progress, leave=False, unit="ep"):
-        train_epoch(net, optimizer, x, y, every_row, settings.batch_size, dsa, generator)
+        train_epoch(net, optimizer, x, y, every_row, settings.batch_size, dsa, generator, precision)
         scheduler.step()
     return net
 
@@ -157,16 +164,21 @@ def train_epoch(
     batch_size: int,
     dsa: DSA,
     generator: torch.Generator,
+    precision: str = "fp32",
 ) -> None:
     """One pass over ``x[indices]`` (CPU indices) in a random order, with per-image DSA.
 
-    All randomness comes from ``generator``; labels may be hard ids or soft-label logits.
+    All randomness comes from ``generator``; labels may be hard ids or soft-label logits. Under
+    bf16 only the network runs in low precision; augmentation, loss and SGD stay fp32.
     """
     net.train()
     order = indices[torch.randperm(len(indices), generator=generator)].to(x.device, non_blocking=True)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        loss = soft_cross_entropy(net(dsa(x[idx], generator=generator)), y[idx])
+        batch = dsa(x[idx], generator=generator)
+        with autocast(precision, x.device):
+            logits = net(batch)
+        loss = soft_cross_entropy(logits.float(), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -218,7 +230,9 @@ def _repeat_training(
     test: bool,
     progress: bool,
 ) -> EvalResult:
-    result = EvalResult(arch=arch, epochs=settings.epochs)
+    precision = resolve_precision(settings.precision, x.device)
+    settings = replace(settings, precision=precision)
+    result = EvalResult(arch=arch, epochs=settings.epochs, precision=precision)
     start = time.perf_counter()
     seeds = [seed * 1000 + r for r in range(repeats)]
     nets = [build_network(arch, data, s, x.device) for s in seeds]
@@ -229,9 +243,9 @@ def _repeat_training(
         for r, (net, run_seed) in enumerate(zip(nets, seeds)):
             train_network(net, x, y, settings, run_seed, progress, desc=f"{arch} {r + 1}/{repeats}")
     for net in nets:
-        result.val_acc.append(accuracy(net, data.val_x, data.val_y))
+        result.val_acc.append(accuracy(net, data.val_x, data.val_y, precision=precision))
         if test:
-            result.test_acc.append(accuracy(net, data.test_x, data.test_y))
+            result.test_acc.append(accuracy(net, data.test_x, data.test_y, precision=precision))
     result.train_seconds = time.perf_counter() - start
     return result
 
@@ -268,13 +282,15 @@ def train_stacked(
     generator = torch.Generator().manual_seed(seed)
     dsa = DSA(settings.dsa_strategy)
     optimizer, scheduler = _sgd_with_step_decay(params.values(), settings)
+    precision = resolve_precision(settings.precision, x.device)
     repeats, n = len(nets), x.shape[0]
     for _ in tqdm(range(settings.epochs), desc=desc, disable=not progress, leave=False, unit="ep"):
         orders = torch.stack([torch.randperm(n, generator=generator) for _ in range(repeats)]).to(x.device, non_blocking=True)
         for b in range(math.ceil(n / settings.batch_size)):
             idx = orders[:, b * settings.batch_size : (b + 1) * settings.batch_size]
             batch = dsa(x[idx.flatten()], generator=generator).view(*idx.shape, *x.shape[1:])
-            logits = batched_forward(params, buffers, batch)
+            with autocast(precision, x.device):
+                logits = batched_forward(params, buffers, batch).float()
             targets = y[idx.flatten()]
             per_image = soft_cross_entropy_per_sample(logits.flatten(0, 1), targets)
             loss = per_image.view(idx.shape).mean(dim=1).sum()

@@ -19,6 +19,7 @@ from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.evaluate import EvalResult, TrainSettings, evaluate_synset
 from ddsearch.methods import Distiller, create_distiller, validate_method
+from ddsearch.precision import resolve_precision
 from ddsearch.synset import SyntheticSet
 
 
@@ -92,6 +93,7 @@ def eval_settings(study: Study, final: bool) -> TrainSettings:
         lr=ev.lr,
         batch_size=ev.batch_size,
         dsa_strategy=strategy,
+        precision=study.precision,
     )
 
 
@@ -126,7 +128,9 @@ def run_distillation(
     Host syncs happen only at logging points (every ``log_every`` steps) and evaluations.
     """
     observer = observer or NullObserver()
-    distiller: Distiller = create_distiller(study.method, data, seed=study.seed, progress=progress)
+    distiller: Distiller = create_distiller(
+        study.method, data, seed=study.seed, progress=progress, precision=study.precision
+    )
     if resume_state is not None:
         distiller.load_state_dict(resume_state)
     ev = study.evaluation
@@ -188,6 +192,11 @@ def validate_study(study: Study, data: RealData) -> None:
     validate_method(study.method, data)
     for arch in {study.evaluation.arch, *study.evaluators}:
         get_network(arch, data.channels, data.num_classes, data.image_size)
+
+
+def with_resolved_precision(study: Study, device: torch.device) -> Study:
+    """The study with 'auto' precision resolved for ``device``, so logs and synsets name what ran."""
+    return study.model_copy(update={"precision": resolve_precision(study.precision, device)})
 
 
 def load_study_data(study: Study, device: torch.device | None = None) -> RealData:

@@ -33,9 +33,11 @@ def method_class(settings: MethodBase) -> type[Distiller]:
     return METHODS[name]()
 
 
-def create_distiller(settings: MethodBase, data: RealData, seed: int = 0, progress: bool = True) -> Distiller:
+def create_distiller(
+    settings: MethodBase, data: RealData, seed: int = 0, progress: bool = True, precision: str = "auto"
+) -> Distiller:
     """Build the distiller the settings name; the caller never needs to know which it is."""
-    return method_class(settings)(settings, data, seed, progress=progress)
+    return method_class(settings)(settings, data, seed, progress=progress, precision=precision)
 
 
 def validate_method(settings: MethodBase, data: RealData) -> None:

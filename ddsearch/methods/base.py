@@ -15,6 +15,7 @@ from ddsearch.augment import DSA, default_strategy
 from ddsearch.config import MethodBase
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
+from ddsearch.precision import compute_dtype, resolve_precision
 from ddsearch.synset import SyntheticSet
 
 
@@ -27,11 +28,16 @@ class Distiller(ABC):
 
     method_name: str = ""
 
-    def __init__(self, settings: MethodBase, data: RealData, seed: int = 0, progress: bool = True) -> None:
+    def __init__(
+        self, settings: MethodBase, data: RealData, seed: int = 0, progress: bool = True, precision: str = "auto"
+    ) -> None:
         self.validate(settings, data)
         self.settings = settings
         self.data = data
         self.device = data.train_x.device
+        # Networks compute in this dtype; images, optimiser state and losses stay fp32.
+        self.precision = resolve_precision(precision, self.device)
+        self.compute_dtype = compute_dtype(self.precision)
         self.seed = seed
         self.iteration = 0
         self.generator = torch.Generator().manual_seed(seed)
@@ -92,7 +98,7 @@ class Distiller(ABC):
             std=tuple(self.data.std),
             method=self.method_name,
             class_names=list(self.data.class_names),
-            config=self.settings.model_dump(),
+            config=self.settings.model_dump() | {"precision": self.precision},
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ def settings_from_args(args: argparse.Namespace) -> NASSettings:
         epochs=args.epochs, seeds=args.seeds, lr=args.lr, batch_size=args.batch_size, dsa_strategy=args.dsa,
         use_learned_lr=not args.ignore_learned_lr, truth_epochs=args.truth_epochs, truth_seeds=args.truth_seeds,
         truth_train_size=args.truth_train_size, truth_batch_size=args.truth_batch_size, top_k=args.top_k, seed=args.seed,
+        precision=args.precision,
     )
 
 

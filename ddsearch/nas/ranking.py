@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.evaluate import TrainSettings, accuracy, build_network, train_network
+from ddsearch.precision import resolve_precision
 from ddsearch.nas.metrics import Agreement, agreement, ranks
 from ddsearch.nas.settings import NASSettings, Parallel
 from ddsearch.nas.spaces import Skipped
@@ -68,7 +69,8 @@ def train_candidate(arch: str, x: torch.Tensor, y: torch.Tensor, data: RealData,
             run_seed = seed * 1000 + r
             net = build_network(arch, data, run_seed, x.device)
             train_network(net, x, y, settings, run_seed)
-            score.acc.append(accuracy(net, data.val_x, data.val_y))
+            precision = resolve_precision(settings.precision, x.device)
+            score.acc.append(accuracy(net, data.val_x, data.val_y, precision=precision))
     except Exception as err:  # noqa: BLE001 - one broken candidate must not end a 720-candidate search
         score.error = f"{type(err).__name__}: {err}"
     score.seconds = time.perf_counter() - start

@@ -31,6 +31,7 @@ class NASSettings:
     truth_batch_size: int = 256
     top_k: int = 3
     seed: int = 0
+    precision: str = "auto"  # network compute precision of every training (ddsearch.precision)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "seeds", "batch_size", "truth_seeds", "truth_batch_size", "top_k"):
@@ -55,6 +56,7 @@ class NASSettings:
             lr=lr if lr is not None else self.lr,
             batch_size=self.truth_batch_size if truth else self.batch_size,
             dsa_strategy=self.strategy(data),
+            precision=self.precision,
         )
 
 

@@ -20,7 +20,14 @@ from typing import Any
 from ddsearch import tracking
 from ddsearch.config import Study
 from ddsearch.data import RealData
-from ddsearch.runner import DivergedError, EvalPoint, RunOutcome, resolve_device, run_distillation
+from ddsearch.runner import (
+    DivergedError,
+    EvalPoint,
+    RunOutcome,
+    resolve_device,
+    run_distillation,
+    with_resolved_precision,
+)
 from ddsearch.search.space import FAILED_KEY, FINAL_KEY, OPTUNA_NUMBER_KEY
 
 STATE_FILE = "distiller.safetensors"
@@ -117,8 +124,8 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
 
     searched = {k: v for k, v in config.items() if k in setup.study.search}
     optuna_number = config.get(OPTUNA_NUMBER_KEY)
-    study = setup.study.with_params(searched)
-    device = resolve_device(study.device)
+    device = resolve_device(setup.study.device)
+    study = with_resolved_precision(setup.study.with_params(searched), device)
     if data.device != device:
         data = data.to(device)
 

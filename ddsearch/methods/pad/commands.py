@@ -37,7 +37,7 @@ def scores_command(study_path: str, overrides: list[str] | None = None) -> int:
 
     study, settings, data = _load(study_path, overrides)
     start = time.perf_counter()
-    scores, path, cached = get_scores(data, settings, study.seed, progress=True)
+    scores, path, cached = get_scores(data, settings, study.seed, progress=True, precision=study.precision)
     seconds = time.perf_counter() - start
     print(f"{settings.score} scores of {len(scores)} {data.name} training images "
           f"({'cache hit' if cached else f'computed in {seconds:.1f}s'}): {path}")
@@ -53,7 +53,7 @@ def experts_command(study_path: str, overrides: list[str] | None = None) -> int:
 
     study, settings, data = _load(study_path, overrides)
     start = time.perf_counter()
-    buffer = get_experts(data, settings, study.seed, progress=True)
+    buffer = get_experts(data, settings, study.seed, progress=True, precision=study.precision)
     seconds = time.perf_counter() - start
     hits = len(buffer) - buffer.built
     print(f"{len(buffer)} experts of {settings.arch} ({buffer.layout.total} parameters, {buffer.epochs} epochs): "

@@ -30,6 +30,7 @@ from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.methods.pad import _cache
 from ddsearch.evaluate import predict, train_epoch
+from ddsearch.precision import resolve_precision
 from ddsearch.models import seeded_network
 from ddsearch.methods.pad.flat import ParamLayout
 from ddsearch.methods.pad.scheduler import epoch_indices, sort_by_score
@@ -61,21 +62,22 @@ class ExpertBuffer:
         return len(self.trajectories)
 
 
-def expert_description(data: RealData, settings: PADSettings, seed: int) -> dict[str, Any]:
+def expert_description(data: RealData, settings: PADSettings, seed: int, precision: str = "auto") -> dict[str, Any]:
     """Everything that shapes one expert (not ``num_experts``: expert k is the same in any study)."""
     return {
         "kind": "pad-expert",
+        "precision": resolve_precision(precision, data.train_x.device),
         "data": _cache.data_identity(data),
         "expert": {f: getattr(settings, f) for f in _EXPERT_FIELDS},
         "schedule": {f: getattr(settings, f) for f in _SCHEDULE_FIELDS},
-        "scores": score_description(data, settings, seed),
+        "scores": score_description(data, settings, seed, precision),
         "dsa": dsa_strategy(settings, data),
         "seed": seed,
     }
 
 
-def expert_dir(data: RealData, settings: PADSettings, seed: int) -> Path:
-    key = _cache.make_key(expert_description(data, settings, seed))
+def expert_dir(data: RealData, settings: PADSettings, seed: int, precision: str = "auto") -> Path:
+    key = _cache.make_key(expert_description(data, settings, seed, precision))
     return _cache.cache_root(settings.cache_dir) / "pad" / "experts" / f"{data.name}-{settings.arch}-{key}"
 
 
@@ -90,8 +92,13 @@ def train_expert(
     seed: int,
     index: int,
     progress: bool = False,
+    precision: str = "auto",
 ) -> dict[str, Any]:
-    """Train expert ``index``; returns its trajectory ``[E + 1, P]`` (CPU), train logits and val accuracy."""
+    """Train expert ``index``; returns its trajectory ``[E + 1, P]`` (CPU), train logits and val accuracy.
+
+    Under bf16 the network computes in bf16 but its weights (the trajectory) stay fp32.
+    """
+    precision = resolve_precision(precision, data.train_x.device)
     expert_seed = _cache.derive_seed(seed, "expert", index)
     generator = torch.Generator().manual_seed(expert_seed)
     device = data.train_x.device
@@ -104,10 +111,11 @@ def train_expert(
     for epoch in tqdm(range(settings.expert_train_epochs), desc=f"expert {index}", disable=not progress,
                       leave=False, unit="ep"):
         rows = epoch_indices(sorted_per_class, epoch, settings)
-        train_epoch(net, optimizer, data.train_x, data.train_y, rows, settings.expert_batch, dsa, generator)
+        train_epoch(net, optimizer, data.train_x, data.train_y, rows, settings.expert_batch, dsa, generator, precision)
         snapshots.append(layout.flatten(net).cpu())
-    logits = predict(net, data.train_x).float().cpu()
-    val_acc = float((predict(net, data.val_x).argmax(1) == data.val_y).float().mean()) if len(data.val_y) else float("nan")
+    logits = predict(net, data.train_x, precision=precision).float().cpu()
+    val_logits = predict(net, data.val_x, precision=precision)
+    val_acc = float((val_logits.argmax(1) == data.val_y).float().mean()) if len(data.val_y) else float("nan")
     return {"trajectory": torch.stack(snapshots), "logits": logits, "val_acc": val_acc}
 
 
@@ -138,12 +146,12 @@ def load_expert(path: Path, data: RealData, settings: PADSettings, key: str, ind
 
 
 def _worker(data: RealData, sorted_per_class: list[torch.Tensor], settings_dump: dict[str, Any], seed: int,
-            index: int, path: str, key: str, device: str, threads: int) -> str:
+            index: int, path: str, key: str, device: str, threads: int, precision: str) -> str:
     """Process-pool entry: train one expert and write its file."""
     torch.set_num_threads(threads)
     settings = PADSettings.model_validate(settings_dump)
     data = data.to(device)
-    result = train_expert(data, sorted_per_class, settings, seed, index)
+    result = train_expert(data, sorted_per_class, settings, seed, index, precision=precision)
     _save_expert(Path(path), result, key, index, ParamLayout.of(
         seeded_network(settings.arch, data.channels, data.num_classes, data.image_size, 0)))
     return path
@@ -156,6 +164,7 @@ def get_experts(
     progress: bool = False,
     build: bool = True,
     workers: int | None = None,
+    precision: str = "auto",
 ) -> ExpertBuffer:
     """The ``num_experts`` experts for these settings: cache hits are loaded, the rest are trained.
 
@@ -164,8 +173,9 @@ def get_experts(
     calls this needs the usual ``if __name__ == "__main__":`` guard; the CLI has it.
     """
     layout = network_layout(settings, data)
-    key = _cache.make_key(expert_description(data, settings, seed))
-    directory = expert_dir(data, settings, seed)
+    precision = resolve_precision(precision, data.train_x.device)
+    key = _cache.make_key(expert_description(data, settings, seed, precision))
+    directory = expert_dir(data, settings, seed, precision)
     paths = [directory / f"expert_{k:03d}.safetensors" for k in range(settings.num_experts)]
     workers = workers or settings.workers
     loaded: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}
@@ -188,9 +198,9 @@ def get_experts(
                 "build them with `ddsearch experts STUDY.yaml`"
             )
         if missing:
-            scores, _, _ = get_scores(data, settings, seed, progress=progress)
+            scores, _, _ = get_scores(data, settings, seed, progress=progress, precision=precision)
             order = sort_by_score(scores, data.class_indices)
-            _build(data, order, settings, seed, missing, paths, key, layout, progress, workers)
+            _build(data, order, settings, seed, missing, paths, key, layout, progress, workers, precision)
             for k in missing:
                 loaded[k] = load_expert(paths[k], data, settings, key, k, layout)
     return ExpertBuffer(
@@ -205,12 +215,12 @@ def get_experts(
 
 
 def _build(data: RealData, order: list[torch.Tensor], settings: PADSettings, seed: int, missing: list[int],
-           paths: list[Path], key: str, layout: ParamLayout, progress: bool, workers: int) -> None:
+           paths: list[Path], key: str, layout: ParamLayout, progress: bool, workers: int, precision: str) -> None:
     start = time.perf_counter()
     bar = tqdm(total=len(missing), desc="experts", disable=not progress, unit="expert")
     if workers <= 1 or len(missing) == 1:
         for k in missing:
-            result = train_expert(data, order, settings, seed, k, progress=progress)
+            result = train_expert(data, order, settings, seed, k, progress=progress, precision=precision)
             _save_expert(paths[k], result, key, k, layout)
             bar.update(1)
             bar.set_postfix(val_acc=f"{result['val_acc']:.3f}")
@@ -223,7 +233,8 @@ def _build(data: RealData, order: list[torch.Tensor], settings: PADSettings, see
         device = str(data.train_x.device)
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
             futures = [
-                pool.submit(_worker, cpu_data, order, settings.model_dump(), seed, k, str(paths[k]), key, device, threads)
+                pool.submit(_worker, cpu_data, order, settings.model_dump(), seed, k, str(paths[k]), key, device, threads,
+                            precision)
                 for k in missing
             ]
             for future in futures:

@@ -43,6 +43,7 @@ from ddsearch.methods.base import Distiller
 from ddsearch.models import seeded_network
 from ddsearch.methods.pad.experts import ExpertBuffer, get_experts
 from ddsearch.methods.pad.flat import ParamLayout, forward_flat, kept_from
+from ddsearch.precision import autocast
 
 
 def matching_loss(
@@ -60,7 +61,9 @@ class PAD(Distiller):
     method_name = "pad"
     settings: PADSettings
 
-    def __init__(self, settings: PADSettings, data: RealData, seed: int = 0, progress: bool = True) -> None:
+    def __init__(
+        self, settings: PADSettings, data: RealData, seed: int = 0, progress: bool = True, precision: str = "auto"
+    ) -> None:
         if not isinstance(settings, PADSettings):
             raise DDSearchError(f"PAD needs PADSettings, got {type(settings).__name__}")
         self.validate(settings, data)
@@ -71,7 +74,7 @@ class PAD(Distiller):
             p.requires_grad_(False)
         self.layout = ParamLayout.of(self.net)
         self.buffers = {k: v for k, v in self.net.named_buffers()}
-        self.experts: ExpertBuffer = get_experts(data, settings, seed, progress=progress)
+        self.experts: ExpertBuffer = get_experts(data, settings, seed, progress=progress, precision=precision)
         self._check_experts(settings)
         # On an accelerator the whole buffer goes to the device once; on the CPU it stays memory-mapped.
         if device.type == "cpu":
@@ -79,7 +82,7 @@ class PAD(Distiller):
         else:
             self.trajectories = torch.stack(self.experts.trajectories).to(device)
         self._init_labels: torch.Tensor | None = None
-        super().__init__(settings, data, seed, progress)  # draws the initial images through _initial_images
+        super().__init__(settings, data, seed, progress, precision)  # draws the initial images through _initial_images
         s = self.settings
         if s.soft_labels:
             assert self._init_labels is not None
@@ -173,8 +176,9 @@ class PAD(Distiller):
             else:
                 x, y = self.images, targets
             x = self.dsa(x, generator=self.generator)
-            out = forward_flat(self.net, self.layout, w, x, self.buffers)
-            ce = F.cross_entropy(out, y)
+            with autocast(self.precision, self.device):  # w stays the fp32 master; ops cast per use
+                out = forward_flat(self.net, self.layout, w, x, self.buffers)
+            ce = F.cross_entropy(out.float(), y)
             (g,) = torch.autograd.grad(ce, w, create_graph=True)
             w = w - self.syn_lr * g
         return w

@@ -24,6 +24,7 @@ from ddsearch.config import PADSettings
 from ddsearch.data import RealData
 from ddsearch.methods.pad import _cache
 from ddsearch.evaluate import predict, train_epoch
+from ddsearch.precision import resolve_precision
 from ddsearch.models import seeded_network
 
 SCORE_MOMENTUM = 0.9
@@ -34,9 +35,10 @@ def dsa_strategy(settings: PADSettings, data: RealData) -> str:
     return default_strategy(data.name) if settings.dsa_strategy == "auto" else settings.dsa_strategy
 
 
-def score_description(data: RealData, settings: PADSettings, seed: int) -> dict[str, Any]:
+def score_description(data: RealData, settings: PADSettings, seed: int, precision: str = "auto") -> dict[str, Any]:
     """Everything that shapes the scores; its hash is the cache key."""
     return {
+        "precision": resolve_precision(precision, data.train_x.device),
         "kind": "pad-scores",
         "data": _cache.data_identity(data),
         "arch": settings.arch,
@@ -51,8 +53,8 @@ def score_description(data: RealData, settings: PADSettings, seed: int) -> dict[
     }
 
 
-def scores_path(data: RealData, settings: PADSettings, seed: int) -> Path:
-    key = _cache.make_key(score_description(data, settings, seed))
+def scores_path(data: RealData, settings: PADSettings, seed: int, precision: str = "auto") -> Path:
+    key = _cache.make_key(score_description(data, settings, seed, precision))
     return _cache.cache_root(settings.cache_dir) / "pad" / "scores" / f"{data.name}-{key}.safetensors"
 
 
@@ -80,8 +82,11 @@ def grand(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = G
     return torch.cat(norms)
 
 
-def compute_scores(data: RealData, settings: PADSettings, seed: int = 0, progress: bool = False) -> torch.Tensor:
+def compute_scores(
+    data: RealData, settings: PADSettings, seed: int = 0, progress: bool = False, precision: str = "auto"
+) -> torch.Tensor:
     """Scores of every training sample (float32 [N] on the CPU), without the cache."""
+    precision = resolve_precision(precision, data.train_x.device)
     dsa = DSA(dsa_strategy(settings, data))
     x, y = data.train_x, data.train_y
     all_rows = torch.arange(x.shape[0])
@@ -94,10 +99,10 @@ def compute_scores(data: RealData, settings: PADSettings, seed: int = 0, progres
         net = seeded_network(settings.arch, data.channels, data.num_classes, data.image_size, net_seed).to(x.device)
         optimizer = torch.optim.SGD(net.parameters(), lr=settings.lr_teacher, momentum=SCORE_MOMENTUM)
         for _ in range(settings.score_epochs):
-            train_epoch(net, optimizer, x, y, all_rows, settings.expert_batch, dsa, generator)
+            train_epoch(net, optimizer, x, y, all_rows, settings.expert_batch, dsa, generator, precision)
             bar.update(1)
         if settings.score == "el2n":
-            score = el2n(predict(net, x), y)
+            score = el2n(predict(net, x, precision=precision), y)
         else:
             score = grand(net, x, y)
         total += score.detach().double().cpu()
@@ -108,14 +113,19 @@ def compute_scores(data: RealData, settings: PADSettings, seed: int = 0, progres
 
 
 def get_scores(
-    data: RealData, settings: PADSettings, seed: int = 0, progress: bool = False, rebuild: bool = False
+    data: RealData,
+    settings: PADSettings,
+    seed: int = 0,
+    progress: bool = False,
+    rebuild: bool = False,
+    precision: str = "auto",
 ) -> tuple[torch.Tensor, Path, bool]:
     """``(scores, cache file, was_cached)``: load the cached scores, or compute and store them.
 
     A cache file that fails verification is recomputed and replaced, never used.
     """
-    path = scores_path(data, settings, seed)
-    key = _cache.make_key(score_description(data, settings, seed))
+    path = scores_path(data, settings, seed, precision)
+    key = _cache.make_key(score_description(data, settings, seed, precision))
     n = int(data.train_x.shape[0])
     expect = {"key": key}
     with _cache.locked(path.parent):
@@ -127,6 +137,6 @@ def get_scores(
                 import warnings
 
                 warnings.warn(f"{err}; recomputing the scores", stacklevel=2)
-        scores = compute_scores(data, settings, seed, progress)
+        scores = compute_scores(data, settings, seed, progress, precision)
         _cache.write_verified(path, {"scores": scores}, {"key": key, "score": settings.score})
     return scores, path, False
