@@ -108,14 +108,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ddsearch.evaluate import TrainSettings, evaluate_synset
-    from ddsearch.synset import SyntheticSet
-    from ddsearch.augment import default_strategy
+    from ddsearch.augment import DSA, default_strategy
+    from ddsearch.synset import SynsetHeader, SyntheticSet, check_image_size
 
-    header = SyntheticSet.load(args.synset)
+    header = SynsetHeader.read(args.synset)
     dataset = args.dataset or header.dataset
     if not dataset:
         raise DDSearchError(f"{args.synset} does not name its dataset; pass --dataset")
-    image_size = header.images.shape[-1] if args.image_size is None else args.image_size
+    image_size = check_image_size(header, dataset, args.image_size)
+    if args.dsa:
+        DSA(args.dsa)  # a misspelt strategy fails before the data are loaded
     data = _load_data(dataset, args.data_root, image_size, args.val_size, args.device)
     synset = SyntheticSet.load(args.synset, expect=data)
     settings = TrainSettings(epochs=args.epochs, lr=args.lr, dsa_strategy=args.dsa or default_strategy(data.name))
@@ -131,7 +133,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from ddsearch.augment import default_strategy
     from ddsearch.evaluate import TrainSettings, train_on_real
+    from ddsearch.paths import check_output_file
 
+    if args.json:
+        check_output_file(args.json, "--json file")  # before the training, not after it
     data = _load_data(args.dataset, args.data_root, args.image_size, args.val_size, args.device)
     settings = TrainSettings(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                              dsa_strategy="none" if args.no_dsa else default_strategy(data.name))

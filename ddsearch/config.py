@@ -336,11 +336,14 @@ class Study(_Strict):
             else:
                 values, what = [param.low, param.high], "bound"
             for value in values:
+                if isinstance(value, (list, dict)):
+                    continue  # not a scalar: the search space refuses it with its own message
                 try:
                     cls.model_validate(base | {key: value})
                 except ValidationError as err:
                     first = err.errors()[0]
-                    raise ValueError(f"search.{key}: {what} {value!r}: {first['msg'].removeprefix('Value error, ')}") from None
+                    raise ValueError(f"search.{key}: {what} {value!r} is not a valid method.{key}: "
+                                     f"{first['msg'].removeprefix('Value error, ')}") from None
         return self
 
     def resolved_state_dir(self) -> Path:
@@ -428,7 +431,7 @@ def describe_validation_error(err: ValidationError, raw: dict[str, Any]) -> str:
             return f"{path}: unknown parameter type {tag!r}; choose from: float, int, categorical"
         return f"{path}: {suggest(str(tag), METHOD_CLASSES, 'method')}"
     message = first["msg"].removeprefix("Value error, ")
-    return f"{path}: {message}"
+    return f"{path}: {message}" if loc else message
 
 
 def _is_union_tag(part: Any, raw: dict[str, Any]) -> bool:

@@ -14,6 +14,7 @@ def distill_command(study_path: str, overrides: list[str], tracking_uri: str | N
 
     uri = tracking.resolve_tracking_uri(tracking_uri or study.tracking.uri)
     tracking.check_reachable(uri)
+    tracking.check_writable(uri)
     client = tracking.client(uri)
     experiment = tracking.experiment_id(study.tracking.experiment or study.name, uri)
     run = client.create_run(experiment, run_name=f"distill-{study.method.name}-ipc{study.method.ipc}",

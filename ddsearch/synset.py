@@ -189,6 +189,31 @@ def _replace(synset: SyntheticSet, **changes: Any) -> SyntheticSet:
     return replace(synset, **changes)
 
 
+def check_image_size(header: "SynsetHeader", dataset: str, image_size: int | None, flag: str = "--image-size") -> int | None:
+    """The size to load the data at, checked against the synset before anything is loaded.
+
+    The data set is loaded at ``--image-size`` or at its native size; a synset of another size
+    (or channel count) is refused here, not after resizing a whole data set to its shape.
+    """
+    from ddsearch.data import dataset_spec
+
+    spec = dataset_spec(dataset)
+    channels, height, width = header.image_shape[1:]
+    if height != width:
+        raise DDSearchError(f"{header.path} has non-square images ({height}x{width}); ddsearch data sets are square")
+    if spec.channels is not None and channels != spec.channels:
+        raise DDSearchError(f"{header.path} has images of shape {tuple(header.image_shape[1:])} but {spec.name} "
+                            f"images have {spec.channels} channel(s)")
+    if image_size is not None:
+        if image_size != height:
+            raise DDSearchError(f"{header.path} has {height}x{width} images but {flag} is {image_size}")
+        return image_size
+    if spec.image_size is not None and height != spec.image_size:
+        raise DDSearchError(f"{header.path} has {height}x{width} images but {spec.name} is {spec.image_size}x"
+                            f"{spec.image_size}; pass {flag} {height} to resize the data set to the synset")
+    return None if spec.image_size is not None else height
+
+
 _INT_DTYPES = ("I64", "I32", "I16", "U8", "I8")
 
 

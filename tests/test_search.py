@@ -424,10 +424,10 @@ def test_ui_binds_localhost_by_default_and_warns_otherwise(tmp_path: Path, monke
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     calls: list[list[str]] = []
-    monkeypatch.setattr(report.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(report, "run_guarded", lambda cmd: calls.append(cmd) or 0)  # the server dies with the command
+    monkeypatch.setattr(report, "check_port_free", lambda host, port: None)
     assert main(["ui"]) == 0
     cmd = calls[-1]
-    assert cmd[:3] == [sys.executable, "-m", "ddsearch.search.guard"]  # the server dies with the command
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5000"
     assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     assert "warning" not in capsys.readouterr().err

@@ -109,6 +109,14 @@ def _canonical(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registry entry (native channels and size) of a data set, without loading it."""
+    spec = _REGISTRY.get(_canonical(name))
+    if spec is None:
+        raise suggest(name, list_datasets(), "dataset")
+    return spec
+
+
 def load_dataset(
     name: str,
     root: str | Path | None = None,

@@ -59,24 +59,31 @@ def nas_command(args: argparse.Namespace) -> int:
     from ddsearch.data import load_dataset
     from ddsearch.nas.report import log_outcome, print_table, summary_lines
     from ddsearch.runner import resolve_device
-    from ddsearch.synset import SyntheticSet
+    from ddsearch.paths import check_output_file
+    from ddsearch.synset import SynsetHeader, SyntheticSet, check_image_size
 
     settings = settings_from_args(args)  # bad numbers fail before anything is loaded
     candidates = resolve_space(args.space, args.k, args.seed)
     parallel = parallel_from_args(args)
+    if args.json:
+        check_output_file(args.json, "--json file")  # before the search, not after it
+    if settings.dsa_strategy != "auto":
+        DSA(settings.dsa_strategy)  # so is a misspelt --dsa
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     tracking.check_reachable(uri)
+    tracking.check_writable(uri)
 
     with tempfile.TemporaryDirectory(prefix="ddsearch-nas-") as tmp:
         path, source, tags = fetch_proxy(args, uri, Path(tmp))
-        header = SyntheticSet.load(path)
+        header = SynsetHeader.read(path)
         dataset = args.dataset or header.dataset
         if not dataset:
             raise DDSearchError(f"{source} does not name its dataset; pass --dataset")
+        check_image_size(header, dataset, args.image_size)  # before the data set is loaded or resized
         data = load_dataset(dataset, root=args.data_root, image_size=args.image_size, val_size=args.val_size,
                             device=resolve_device(args.device))
         proxy = SyntheticSet.load(path, expect=data)  # another dataset or shape: a clear error, before any run
-    DSA(settings.strategy(data))  # so is a misspelt --dsa
+    DSA(settings.strategy(data))
 
     label = proxy.method or "synset"
     space = args.space if args.space in ("seed22", "grid") else "list"

@@ -60,6 +60,26 @@ def check_address(address: str | None, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+_LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def bind_local_to_loopback() -> None:
+    """Make a Ray started by this process listen on 127.0.0.1 only (gcs, raylet, agents, workers).
+
+    Ray binds all interfaces unless its node address is the loopback one, and it rewrites an
+    explicit ``127.0.0.1`` to the machine's address. Its own single-machine switch (what it uses
+    on macOS and Windows) keeps every server on loopback; the environment variable carries it to
+    the processes Ray starts. Only for a local Ray: a cluster (``--address``) is left alone.
+    """
+    os.environ[_LOOPBACK_SWITCH] = "0"
+    try:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False  # read at ray.init; the env var is read at import
+    except (ImportError, AttributeError):  # another Ray layout: the env var alone must do
+        pass
+
+
 def connect(address: str | None) -> bool:
     """Connect to ``address`` or start a local Ray sized to this machine; True if started locally."""
     import ray
@@ -70,6 +90,7 @@ def connect(address: str | None) -> bool:
     try:
         if address is None:
             res = machine_resources()
+            bind_local_to_loopback()
             ray.init(address="local", num_cpus=int(res["CPU"]), include_dashboard=False, **quiet)
             return True
         ray.init(address=address, **quiet)

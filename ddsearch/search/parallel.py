@@ -49,11 +49,17 @@ def ray_map(
         return []
     started = False
     if not ray.is_initialized():
+        from ddsearch.search.cluster import bind_local_to_loopback, resolve_address
+
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+        address = resolve_address(address)
         if address:
             kwargs["address"] = address
-        elif max_cpus:
-            kwargs["num_cpus"] = max_cpus
+        else:  # a Ray of our own, on loopback (never a cluster someone else started on this machine)
+            bind_local_to_loopback()
+            kwargs["address"] = "local"
+            if max_cpus:
+                kwargs["num_cpus"] = max_cpus
         ray.init(**kwargs)
         started = True
     try:
