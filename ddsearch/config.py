@@ -185,7 +185,10 @@ class EvaluationConfig(_Strict):
     final_repeats: int = Field(3, gt=0)
     lr: float = Field(0.01, gt=0, description="evaluator lr unless the synset carries a learned lr")
     batch_size: int = Field(256, gt=0)
-    log_every: int = Field(10, gt=0, description="iterations between loss logging / NaN checks")
+    log_every: int = Field(10, gt=0, description="iterations between loss logging / divergence checks")
+    max_pixel: float = Field(
+        1e6, gt=0, description="a synthetic pixel beyond this size (normalised units) ends the run as diverged"
+    )
 
 
 class FloatParam(_Strict):

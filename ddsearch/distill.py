@@ -12,7 +12,7 @@ def distill_command(study_path: str, overrides: list[str], tracking_uri: str | N
     data = load_study_data(study)
     validate_study(study, data)  # bad settings fail here, before a run exists
 
-    uri = tracking.resolve_tracking_uri(tracking_uri or study.tracking.uri)
+    uri = tracking.resolve_tracking_uri(tracking_uri or study.tracking.uri, create=False)
     tracking.check_reachable(uri)
     tracking.check_writable(uri)
     client = tracking.client(uri)
@@ -28,8 +28,7 @@ def distill_command(study_path: str, overrides: list[str], tracking_uri: str | N
     except DivergedError as err:
         if err.last_good is not None:
             logger.log_synset(err.last_good, "last_good_synset.safetensors")
-        client.set_tag(run.info.run_id, "ddsearch.failure", str(err))
-        logger.finish("FAILED")
+        tracking.fail_run(uri, run.info.run_id, str(err), outcome="diverged")
         raise
     except BaseException as err:
         client.set_tag(run.info.run_id, "ddsearch.failure", f"{type(err).__name__}: {err}")

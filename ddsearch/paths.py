@@ -65,6 +65,20 @@ def ensure_writable_dir(path: str | Path, what: str, mode: int = 0o777) -> Path:
     return path
 
 
+def check_creatable_dir(path: str | Path, what: str) -> Path:
+    """Like :func:`ensure_writable_dir` but creates nothing (for --dry-run and early checks)."""
+    path = Path(path).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DDSearchError(f"cannot create the {what} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DDSearchError(f"the {what} {path} is not writable ({existing}: permission denied); "
+                            f"choose a folder you can write to")
+    return path
+
+
 def make_owned_dir(path: str | Path, mode: int = 0o700) -> Path:
     """Create ``path`` with a marker file saying ddsearch made it (so it may delete it later)."""
     path = Path(path)

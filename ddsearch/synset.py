@@ -215,6 +215,8 @@ def check_image_size(header: "SynsetHeader", dataset: str, image_size: int | Non
 
 
 _INT_DTYPES = ("I64", "I32", "I16", "U8", "I8")
+_DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 
 
 @dataclass
@@ -260,8 +262,8 @@ class SynsetHeader:
         if len(image_shape) != 4 or image_shape[0] == 0:
             raise DDSearchError(f"{path}: images must be a non-empty [N, C, H, W] tensor, got shape {list(image_shape)}")
         if image_dtype != "F32":
-            raise DDSearchError(f"{path}: images are {image_dtype}; a synset holds float32 images in the data set's "
-                                f"normalised space")
+            raise DDSearchError(f"{path}: images are {_DTYPE_NAMES.get(image_dtype, image_dtype)}; a synset holds "
+                                f"float32 images in the data set's normalised space")
         n, channels = image_shape[0], image_shape[1]
         if label_dtype in _INT_DTYPES:
             if label_shape != (n,):
@@ -271,7 +273,8 @@ class SynsetHeader:
                 raise DDSearchError(f"{path}: soft labels must have shape [{n}, {num_classes}] (one logit per class), "
                                     f"got {list(label_shape)}")
         else:
-            raise DDSearchError(f"{path}: labels are {label_dtype}; use int64 class ids or float32 logits")
+            raise DDSearchError(f"{path}: labels are {_DTYPE_NAMES.get(label_dtype, label_dtype)}; use int64 class ids "
+                                f"or float32 logits")
         for key in ("mean", "std"):
             if fields[key] and len(fields[key]) != channels:
                 raise DDSearchError(f"{path}: metadata '{key}' has {len(fields[key])} values for {channels} channel(s)")

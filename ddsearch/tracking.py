@@ -47,18 +47,28 @@ def resolve_tracking_uri(uri: str | None = None, create: bool = True) -> str:
     return uri
 
 
+def check_store_exists(uri: str) -> None:
+    """Readers of a local store need one: opening a missing SQLite store would create an empty one."""
+    paths = sqlite_store_paths(uri)
+    if paths is not None and not paths[0].is_file():
+        raise DDSearchError(f"no MLflow store at {uri}; run `ddsearch tune` first or pass --tracking-uri")
+
+
 TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 
-def check_writable(uri: str) -> None:
-    """A local SQLite store must be writable (folder and file) before a run is created in it."""
-    from ddsearch.paths import ensure_writable_dir
+def check_writable(uri: str, create: bool = True) -> None:
+    """A local SQLite store must be writable (folder and file) before a run is created in it.
+
+    ``create=False`` checks that its folder could be made, and makes nothing (``--dry-run``).
+    """
+    from ddsearch.paths import check_creatable_dir, ensure_writable_dir
 
     paths = sqlite_store_paths(uri)
     if paths is None:
         return
     db, artifacts = paths
-    ensure_writable_dir(db.parent, "tracking folder")
+    (ensure_writable_dir if create else check_creatable_dir)(db.parent, "tracking folder")
     if db.exists() and not os.access(db, os.W_OK):
         raise DDSearchError(f"the MLflow store {db} is read-only; make it writable or pass --tracking-uri "
                             f"with a store you can write to")
@@ -411,8 +421,8 @@ def open_trial_run(
     return run_id
 
 
-def fail_run(uri: str, run_id: str, reason: str, status: str = "FAILED") -> None:
-    set_tags(uri, run_id, {TAG_FAILURE: reason, TAG_OUTCOME: "failed"})
+def fail_run(uri: str, run_id: str, reason: str, status: str = "FAILED", outcome: str = "failed") -> None:
+    set_tags(uri, run_id, {TAG_FAILURE: reason, TAG_OUTCOME: outcome})
     set_status(uri, run_id, status)
 
 

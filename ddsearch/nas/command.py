@@ -40,6 +40,8 @@ def fetch_proxy(args: argparse.Namespace, uri: str, workdir: Path) -> tuple[Path
     if bool(args.synset) == bool(args.from_study):
         raise DDSearchError("give the proxy set with exactly one of --synset FILE|runs:/<run_id>/synset.safetensors "
                             "and --from-study NAME")
+    if args.from_study or args.synset.startswith("runs:/"):
+        tracking.check_store_exists(uri)
     if args.from_study:
         best = tracking.best_study_trial(uri, args.from_study, args.study_experiment)
         print(f"study {args.from_study!r}: best trial {best['run_name'] or best['run_id']} "
@@ -69,9 +71,8 @@ def nas_command(args: argparse.Namespace) -> int:
         check_output_file(args.json, "--json file")  # before the search, not after it
     if settings.dsa_strategy != "auto":
         DSA(settings.dsa_strategy)  # so is a misspelt --dsa
-    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    uri = tracking.resolve_tracking_uri(args.tracking_uri, create=False)  # created once the proxy is checked
     tracking.check_reachable(uri)
-    tracking.check_writable(uri)
 
     with tempfile.TemporaryDirectory(prefix="ddsearch-nas-") as tmp:
         path, source, tags = fetch_proxy(args, uri, Path(tmp))
@@ -84,6 +85,7 @@ def nas_command(args: argparse.Namespace) -> int:
                             device=resolve_device(args.device))
         proxy = SyntheticSet.load(path, expect=data)  # another dataset or shape: a clear error, before any run
     DSA(settings.strategy(data))
+    tracking.check_writable(uri)
 
     label = proxy.method or "synset"
     space = args.space if args.space in ("seed22", "grid") else "list"

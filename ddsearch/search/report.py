@@ -119,8 +119,7 @@ def _locate(args: Any) -> tuple[str, str, str, str | None]:
 def report_command(args: Any) -> int:
     uri, name, experiment_name, parent_id = _locate(args)
     tracking.check_reachable(uri)
-    if tracking.sqlite_store_paths(uri) is not None and not tracking.sqlite_store_paths(uri)[0].is_file():
-        raise DDSearchError(f"no MLflow store at {uri}; run `ddsearch tune` first or pass --tracking-uri")
+    tracking.check_store_exists(uri)
     runs = tracking.find_study_runs(uri, experiment_name, name)
     if parent_id is not None:
         runs = [r for r in runs if r["run_id"] == parent_id] or runs

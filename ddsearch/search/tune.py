@@ -123,11 +123,11 @@ def prepare(args: Any) -> Plan:
         raise DDSearchError("device is 'cuda' but resources.gpu is 0, so trials would see no GPU; set resources.gpu")
     data = load_study_data(study, device=torch.device("cpu"))
     _check_trials_buildable(study, space, data)
-    uri = tracking.resolve_tracking_uri(getattr(args, "tracking_uri", None) or study.tracking.uri)
-    tracking.check_reachable(uri)
-    tracking.check_writable(uri)
     state = study.resolved_state_dir()
     check_state_dir(state)
+    uri = tracking.resolve_tracking_uri(getattr(args, "tracking_uri", None) or study.tracking.uri, create=False)
+    tracking.check_reachable(uri)
+    tracking.check_writable(uri, create=False)  # a dry run creates nothing
     address = cluster.resolve_address(getattr(args, "address", None))
     cluster.check_address(address)
     if address is None:
@@ -475,6 +475,7 @@ def run_study(plan: Plan, resume: bool = False) -> int:
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save Tune's state often: a crash loses little
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    tracking.check_writable(plan.tracking_uri)  # creates the local store's folder
     restored = _prepare_state(plan, resume)
     experiment, parent_id = _open_parent(plan, restored)
     store_uri = plan.tracking_uri
