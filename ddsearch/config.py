@@ -299,7 +299,8 @@ def check_name(value: str) -> str:
 
 
 class Study(_Strict):
-    name: str = Field("study", description="study name: the MLflow experiment (unless tracking.experiment) and the state folder")
+    name: str = Field("study", description="study name, a plain identifier (letters, digits, '.', '_', '-'): the "
+                                         "MLflow experiment (unless tracking.experiment) and the state folder's name")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dataset: DatasetConfig = DatasetConfig()

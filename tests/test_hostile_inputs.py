@@ -193,6 +193,7 @@ def test_read_only_store_is_one_line(sandbox: Path, capsys) -> None:
     (["nas", "--synset", "x.safetensors", "--k", "-5"], "--k"),
     (["nas", "--synset", "x.safetensors", "--json", "missing/out.json"], "does not exist"),
     (["nas", "--synset", "x.safetensors", "--space", "grid", "--k", "0", "--epochs", "0"], "--epochs"),
+    (["nas", "--synset", "x.safetensors", "--truth-epochs", "1", "--cache-dir", "a_file/c"], "a_file"),
     (["evaluate", "--synset", "x.safetensors", "--epochs", "0"], "--epochs"),
     (["evaluate", "--synset", "x.safetensors", "--repeats", "-2"], "--repeats"),
     (["evaluate", "--synset", "x.safetensors", "--lr", "nan"], "--lr"),

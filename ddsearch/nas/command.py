@@ -61,7 +61,7 @@ def nas_command(args: argparse.Namespace) -> int:
     from ddsearch.data import load_dataset
     from ddsearch.nas.report import log_outcome, print_table, summary_lines
     from ddsearch.runner import resolve_device
-    from ddsearch.paths import check_output_file
+    from ddsearch.paths import check_creatable_dir, check_output_file
     from ddsearch.synset import SynsetHeader, SyntheticSet, check_image_size
 
     settings = settings_from_args(args)  # bad numbers fail before anything is loaded
@@ -69,6 +69,10 @@ def nas_command(args: argparse.Namespace) -> int:
     parallel = parallel_from_args(args)
     if args.json:
         check_output_file(args.json, "--json file")  # before the search, not after it
+    if settings.truth_epochs > 0 and not args.no_cache:
+        from ddsearch.nas.ranking import default_cache_dir
+
+        check_creatable_dir(args.cache_dir or default_cache_dir(), "ground-truth cache folder")
     if settings.dsa_strategy != "auto":
         DSA(settings.dsa_strategy)  # so is a misspelt --dsa
     uri = tracking.resolve_tracking_uri(args.tracking_uri, create=False)  # created once the proxy is checked
