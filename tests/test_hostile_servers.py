@@ -68,15 +68,6 @@ class Watcher:
             except psutil.Error:
                 continue
 
-    def watch_until(self, done, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.poll()
-            if done():
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout_s:.0f}s")
-
     def exposed(self) -> list[tuple[int, str, str, int]]:
         return sorted(s for s in self.listening if not _is_loopback(s[2]))
 
@@ -117,52 +108,55 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_study_and_ui_listen_on_loopback_only_and_leave_nothing_behind(tmp_path: Path) -> None:
+    """The study and the UI run side by side (the UI reads the store the study writes)."""
     (tmp_path / "sockets.yaml").write_text(STUDY)
     env = _env(tmp_path)
-
+    port = _free_port()
     tune = subprocess.Popen([sys.executable, "-m", "ddsearch.cli", "tune", "sockets.yaml"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watcher = Watcher(tune)
-    try:
-        watcher.watch_until(lambda: tune.poll() is not None, timeout_s=400)
-        out, err = tune.communicate()
-        assert tune.returncode == 0, err[-3000:]
-        assert "SystemExit" not in err and "Traceback" not in err, err[-3000:]
-        names = {name for _, name, _, _ in watcher.listening}
-        assert any("gcs_server" in n for n in names) and any("raylet" in n for n in names), watcher.listening
-        assert not watcher.exposed(), f"listening beyond loopback: {watcher.exposed()}"
-        assert not watcher.survivors(), f"left running after the study: {watcher.survivors(0)}"
-    finally:
-        watcher.stop_survivors()
-
-    port = _free_port()
     ui = subprocess.Popen([sys.executable, "-m", "ddsearch.cli", "ui", "--port", str(port)], cwd=tmp_path, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watcher = Watcher(ui)
+    study, browser = Watcher(tune), Watcher(ui)
+    state = {"serving": False}
 
     def serving() -> bool:
-        assert ui.poll() is None, ui.communicate()[1][-3000:]
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return True
-        except OSError:
-            return False
+        if not state["serving"]:
+            assert ui.poll() is None, ui.communicate()[1][-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                state["serving"] = True
+            except OSError:
+                return False
+        return True
 
     try:
-        watcher.watch_until(serving, timeout_s=180)
-        for _ in range(5):  # the server's workers open their sockets around the first answer
-            watcher.poll()
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and not (tune.poll() is not None and serving()):
+            study.poll()
+            browser.poll()
+            time.sleep(0.5)
+        for _ in range(5):  # the UI's workers open their sockets around its first answer
+            browser.poll()
             time.sleep(0.2)
-        assert any(p == port for _, _, _, p in watcher.listening), watcher.listening
-        assert not watcher.exposed(), f"listening beyond loopback: {watcher.exposed()}"
+        out, err = tune.communicate(timeout=60)
+        assert tune.returncode == 0, err[-3000:]
+        assert "SystemExit" not in err and "Traceback" not in err, err[-3000:]
+        names = {name for _, name, _, _ in study.listening}
+        assert any("gcs_server" in n for n in names) and any("raylet" in n for n in names), study.listening
+        assert any(p == port for _, _, _, p in browser.listening), browser.listening
+        for watcher in (study, browser):
+            assert not watcher.exposed(), f"listening beyond loopback: {watcher.exposed()}"
+
         ui.send_signal(signal.SIGINT)  # Ctrl+C
-        _, err = ui.communicate(timeout=60)
-        assert ui.returncode == 0 and "Traceback" not in err, err[-3000:]
-        assert not watcher.survivors(), f"left running after Ctrl+C: {watcher.survivors(0)}"
+        _, ui_err = ui.communicate(timeout=60)
+        assert ui.returncode == 0 and "Traceback" not in ui_err, ui_err[-3000:]
+        assert not study.survivors(), f"left running after the study: {study.survivors(0)}"
+        assert not browser.survivors(), f"left running after Ctrl+C: {browser.survivors(0)}"
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))  # the port is free again
     finally:
-        watcher.stop_survivors()
-        if ui.poll() is None:
-            ui.kill()
+        for watcher, proc in ((study, tune), (browser, ui)):
+            watcher.stop_survivors()
+            if proc.poll() is None:
+                proc.kill()
