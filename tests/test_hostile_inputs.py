@@ -198,6 +198,8 @@ def test_read_only_store_is_one_line(sandbox: Path, capsys) -> None:
     (["evaluate", "--synset", "x.safetensors", "--repeats", "-2"], "--repeats"),
     (["evaluate", "--synset", "x.safetensors", "--lr", "nan"], "--lr"),
     (["ui", "--port", "99999"], "--port"),
+    (["ui", "--tracking-uri", "ftp://host/store"], "unsupported scheme"),
+    (["baseline", "--image-size", "200000", "--epochs", "1"], "GiB"),
     (["report", "tiny", "--top", "0"], "--top"),
 ])
 def test_bad_values_are_refused_before_the_work(argv: list[str], needle: str, sandbox: Path, capsys) -> None:

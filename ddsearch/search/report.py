@@ -159,6 +159,7 @@ def ui_command(args: Any) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"the tracking store is a server already; open {uri} in a browser")
         return 0
+    tracking.check_reachable(uri)  # an unsupported scheme is one line, not a server traceback
     paths = tracking.sqlite_store_paths(uri)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port),
            "--workers", "1"]  # one browser, one worker: fewer processes to start and to stop
