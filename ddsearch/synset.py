@@ -198,6 +198,9 @@ def check_image_size(header: "SynsetHeader", dataset: str, image_size: int | Non
     from ddsearch.data import dataset_spec
 
     spec = dataset_spec(dataset)
+    if header.dataset and header.dataset != spec.name:
+        raise DDSearchError(f"{header.path} was distilled from '{header.dataset}', not '{spec.name}'; "
+                            f"use a synset of {spec.name}")
     channels, height, width = header.image_shape[1:]
     if height != width:
         raise DDSearchError(f"{header.path} has non-square images ({height}x{width}); ddsearch data sets are square")
@@ -209,8 +212,9 @@ def check_image_size(header: "SynsetHeader", dataset: str, image_size: int | Non
             raise DDSearchError(f"{header.path} has {height}x{width} images but {flag} is {image_size}")
         return image_size
     if spec.image_size is not None and height != spec.image_size:
-        raise DDSearchError(f"{header.path} has {height}x{width} images but {spec.name} is {spec.image_size}x"
-                            f"{spec.image_size}; pass {flag} {height} to resize the data set to the synset")
+        want = (spec.channels or channels, spec.image_size, spec.image_size)
+        raise DDSearchError(f"{header.path} has images of shape {tuple(header.image_shape[1:])} but {spec.name} "
+                            f"needs {want}; pass {flag} {height} to resize the data set to the synset")
     return None if spec.image_size is not None else height
 
 

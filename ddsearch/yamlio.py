@@ -18,7 +18,7 @@ MAX_BYTES = 1_000_000  # a study file is a few kB
 MAX_NODES = 100_000  # scalars + collections after expanding aliases
 
 _STANDARD_TAG = "tag:yaml.org,2002:"
-_PLAIN_TAGS = {f"{_STANDARD_TAG}{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map", "merge")}
+_PLAIN_TAGS = {f"{_STANDARD_TAG}{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map", "merge", "timestamp")}
 
 
 def _expanded_size(root: yaml.Node, limit: int) -> int:
@@ -70,7 +70,7 @@ def load_yaml(text: str | bytes, source: str, max_bytes: int = MAX_BYTES, max_no
         raise DDSearchError(f"{source}: {len(text)} bytes is too large for a YAML file (limit {max_bytes})")
     if isinstance(text, bytes):
         try:
-            text = text.decode("utf-8")
+            text = text.decode("utf-8-sig")
         except UnicodeDecodeError as err:
             raise DDSearchError(f"{source}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
     try:

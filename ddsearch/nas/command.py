@@ -40,6 +40,8 @@ def fetch_proxy(args: argparse.Namespace, uri: str, workdir: Path) -> tuple[Path
     if bool(args.synset) == bool(args.from_study):
         raise DDSearchError("give the proxy set with exactly one of --synset FILE|runs:/<run_id>/synset.safetensors "
                             "and --from-study NAME")
+    if args.synset and args.synset.startswith("runs:/"):
+        tracking.parse_runs_uri(args.synset)  # a malformed source is named before the store is looked at
     if args.from_study or args.synset.startswith("runs:/"):
         tracking.check_store_exists(uri)
     if args.from_study:
@@ -73,8 +75,6 @@ def nas_command(args: argparse.Namespace) -> int:
         from ddsearch.nas.ranking import default_cache_dir
 
         check_creatable_dir(args.cache_dir or default_cache_dir(), "ground-truth cache folder")
-    if settings.dsa_strategy != "auto":
-        DSA(settings.dsa_strategy)  # so is a misspelt --dsa
     uri = tracking.resolve_tracking_uri(args.tracking_uri, create=False)  # created once the proxy is checked
     tracking.check_reachable(uri)
 
@@ -85,6 +85,8 @@ def nas_command(args: argparse.Namespace) -> int:
         if not dataset:
             raise DDSearchError(f"{source} does not name its dataset; pass --dataset")
         check_image_size(header, dataset, args.image_size)  # before the data set is loaded or resized
+        if settings.dsa_strategy != "auto":
+            DSA(settings.dsa_strategy)  # so is a misspelt --dsa, once the proxy is known to fit
         data = load_dataset(dataset, root=args.data_root, image_size=args.image_size, val_size=args.val_size,
                             device=resolve_device(args.device))
         proxy = SyntheticSet.load(path, expect=data)  # another dataset or shape: a clear error, before any run

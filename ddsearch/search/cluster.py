@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ddsearch.config import Study
@@ -63,21 +65,35 @@ def check_address(address: str | None, timeout_s: float = 5.0) -> None:
 _LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def bind_local_to_loopback() -> None:
-    """Make a Ray started by this process listen on 127.0.0.1 only (gcs, raylet, agents, workers).
+@contextmanager
+def loopback_only() -> Iterator[None]:
+    """Around ``ray.init``: the Ray it starts listens on 127.0.0.1 only (gcs, raylet, agents, workers).
 
     Ray binds all interfaces unless its node address is the loopback one, and it rewrites an
     explicit ``127.0.0.1`` to the machine's address. Its own single-machine switch (what it uses
-    on macOS and Windows) keeps every server on loopback; the environment variable carries it to
-    the processes Ray starts. Only for a local Ray: a cluster (``--address``) is left alone.
+    on macOS and Windows) keeps every server on loopback. The processes Ray starts inherit the
+    switch from the environment; this process reads it once, at import, so the constant is set
+    too. Both are restored afterwards, so that a later ``ray start`` or a connection to a cluster
+    from this process is not affected. Only for a local Ray: ``--address`` is left alone.
     """
-    os.environ[_LOOPBACK_SWITCH] = "0"
     try:
         from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False  # read at ray.init; the env var is read at import
-    except (ImportError, AttributeError):  # another Ray layout: the env var alone must do
-        pass
+    except ImportError:  # another Ray layout: the environment variable alone must do
+        ray_constants = None
+    before_env = os.environ.get(_LOOPBACK_SWITCH)
+    before_const = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[_LOOPBACK_SWITCH] = "0"
+    if ray_constants is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if before_env is None:
+            os.environ.pop(_LOOPBACK_SWITCH, None)
+        else:
+            os.environ[_LOOPBACK_SWITCH] = before_env
+        if ray_constants is not None and before_const is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = before_const
 
 
 def connect(address: str | None) -> bool:
@@ -90,8 +106,8 @@ def connect(address: str | None) -> bool:
     try:
         if address is None:
             res = machine_resources()
-            bind_local_to_loopback()
-            ray.init(address="local", num_cpus=int(res["CPU"]), include_dashboard=False, **quiet)
+            with loopback_only():
+                ray.init(address="local", num_cpus=int(res["CPU"]), include_dashboard=False, **quiet)
             return True
         ray.init(address=address, **quiet)
         return False

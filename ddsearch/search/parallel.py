@@ -49,18 +49,20 @@ def ray_map(
         return []
     started = False
     if not ray.is_initialized():
-        from ddsearch.search.cluster import bind_local_to_loopback, resolve_address
+        from contextlib import nullcontext
+
+        from ddsearch.search.cluster import loopback_only, resolve_address
 
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
         address = resolve_address(address)
         if address:
             kwargs["address"] = address
         else:  # a Ray of our own, on loopback (never a cluster someone else started on this machine)
-            bind_local_to_loopback()
             kwargs["address"] = "local"
             if max_cpus:
                 kwargs["num_cpus"] = max_cpus
-        ray.init(**kwargs)
+        with loopback_only() if not address else nullcontext():
+            ray.init(**kwargs)
         started = True
     try:
         refs_shared = {key: ray.put(value) for key, value in (shared or {}).items()}

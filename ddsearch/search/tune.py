@@ -46,7 +46,7 @@ from ddsearch import tracking
 from ddsearch.config import Study, load_study
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
-from ddsearch.paths import MARKER, check_owner, ensure_writable_dir, make_owned_dir, remove_owned_dir
+from ddsearch.paths import MARKER, check_owner, make_owned_dir, remove_owned_dir
 from ddsearch.search import cluster
 from ddsearch.search.space import SearchSpace, build_space, make_searcher, reconcile_optuna
 
