@@ -114,9 +114,17 @@ def test_study_and_ui_listen_on_loopback_only_and_leave_nothing_behind(tmp_path:
     port = _free_port()
     tune = subprocess.Popen([sys.executable, "-m", "ddsearch.cli", "tune", "sockets.yaml"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    study = Watcher(tune)
+    # The UI starts once the study has created the store (two processes creating one SQLite store
+    # at once race in MLflow's schema migrations).
+    created = tmp_path / ".ddsearch" / "sockets" / "tracking.json"
+    deadline = time.monotonic() + 300
+    while not created.is_file() and tune.poll() is None and time.monotonic() < deadline:
+        study.poll()
+        time.sleep(0.5)
     ui = subprocess.Popen([sys.executable, "-m", "ddsearch.cli", "ui", "--port", str(port)], cwd=tmp_path, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    study, browser = Watcher(tune), Watcher(ui)
+    browser = Watcher(ui)
     state = {"serving": False}
 
     def serving() -> bool:
