@@ -8,6 +8,7 @@ code; ``--debug`` shows the traceback instead. Heavy imports happen inside the h
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -20,6 +21,50 @@ EXIT_USER_ERROR = 2
 
 
 # ---- shared helpers -----------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (epochs, repeats, batch sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (learning rates, split sizes); NaN and inf are refused."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {value}")
+    return value
+
 
 def _print_table(rows: list[dict], columns: list[str] | None = None) -> None:
     import pandas as pd
@@ -75,14 +120,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ddsearch.evaluate import TrainSettings, evaluate_synset
-    from ddsearch.synset import SyntheticSet
-    from ddsearch.augment import default_strategy
+    from ddsearch.augment import DSA, default_strategy
+    from ddsearch.synset import SynsetHeader, SyntheticSet, check_image_size
 
-    header = SyntheticSet.load(args.synset)
+    header = SynsetHeader.read(args.synset)
     dataset = args.dataset or header.dataset
     if not dataset:
         raise DDSearchError(f"{args.synset} does not name its dataset; pass --dataset")
-    image_size = header.images.shape[-1] if args.image_size is None else args.image_size
+    image_size = check_image_size(header, dataset, args.image_size)
+    if args.dsa:
+        DSA(args.dsa)  # a misspelt strategy fails before the data are loaded
     data = _load_data(dataset, args.data_root, image_size, args.val_size, args.device)
     synset = SyntheticSet.load(args.synset, expect=data)
     settings = TrainSettings(epochs=args.epochs, lr=args.lr, dsa_strategy=args.dsa or default_strategy(data.name),
@@ -99,7 +146,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from ddsearch.augment import default_strategy
     from ddsearch.evaluate import TrainSettings, train_on_real
+    from ddsearch.paths import check_output_file
 
+    if args.json:
+        check_output_file(args.json, "--json file")  # before the training, not after it
     data = _load_data(args.dataset, args.data_root, args.image_size, args.val_size, args.device)
     settings = TrainSettings(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                              dsa_strategy="none" if args.no_dsa else default_strategy(data.name), precision=args.precision)
@@ -165,8 +215,16 @@ def cmd_nas(args: argparse.Namespace) -> int:
 
 # ---- parser -------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (like every other error), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"ddsearch: error: {self.prog.removeprefix('ddsearch').strip() or 'usage'}: "
+                                   f"{message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ddsearch",
         description="Experiment-tracked hyperparameter search for dataset distillation (DataDAM, PAD).",
     )
@@ -180,11 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-root", default=None, help="data folder (default: $DDSEARCH_DATA or ~/.cache/ddsearch/data)")
-        p.add_argument("--image-size", type=int, default=None, help="resize images to this size")
-        p.add_argument("--val-size", type=float, default=0.1, help="validation split: fraction (<1) or count")
+        p.add_argument("--image-size", type=_positive_int, default=None, help="resize images to this size")
+        p.add_argument("--val-size", type=_positive_float, default=0.1, help="validation split: fraction (<1) or count")
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--repeats", type=int, default=1, help="independent trainings; mean ± std is reported")
+        p.add_argument("--repeats", type=_positive_int, default=1, help="independent trainings; mean ± std is reported")
         _add_precision_arg(p, default="auto", what="auto")
 
     add("datasets", cmd_datasets, "list the data sets ddsearch can load")
@@ -194,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synset", required=True, help="a .safetensors synset written by ddsearch")
     p.add_argument("--arch", nargs="+", default=["ConvNet"], help="one or more architectures")
     p.add_argument("--dataset", default=None, help="defaults to the dataset recorded in the synset")
-    p.add_argument("--epochs", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=0.01, help="used unless the synset carries a learned lr")
+    p.add_argument("--epochs", type=_positive_int, default=1000)
+    p.add_argument("--lr", type=_positive_float, default=0.01, help="used unless the synset carries a learned lr")
     p.add_argument("--ignore-learned-lr", action="store_true")
     p.add_argument("--dsa", default=None, help="DSA strategy (default: by dataset; 'none' to disable)")
     data_args(p)
@@ -203,9 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("baseline", cmd_baseline, "train on the full real training set: the accuracy ceiling and its time")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--arch", nargs="+", default=["ConvNet"])
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--epochs", type=_positive_int, default=20)
+    p.add_argument("--lr", type=_positive_float, default=0.01)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--no-dsa", action="store_true", help="train without augmentation")
     p.add_argument("--json", default=None, help="also write the result rows to this JSON file")
     data_args(p)
@@ -225,11 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("report", cmd_report, "print a study's leaderboard from MLflow")
     p.add_argument("study", help="study name or YAML file")
     p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--top", type=int, default=20)
+    p.add_argument("--top", type=_positive_int, default=20)
 
     p = add("ui", cmd_ui, "start the MLflow UI on the local store (localhost only by default)")
     p.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 exposes it to the network")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=_port, default=5000)
     p.add_argument("--tracking-uri", default=None)
 
     add("schema", cmd_schema, "print the JSON Schema of study files (for editor validation and completion)")
@@ -248,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--study-experiment", default=None, help="MLflow experiment of the study (default: search all)")
     space = p.add_argument_group("candidates")
     space.add_argument("--space", default="seed22", help="seed22, grid, or a comma-separated list of architectures")
-    space.add_argument("--k", type=int, default=20, help="candidates drawn from the grid (0: all 720)")
-    protocol = p.add_argument_group("protocol")
+    space.add_argument("--k", type=_non_negative_int, default=20, help="candidates drawn from the grid (0: all 720)")
+    protocol = p.add_argument_group("protocol")  # NASSettings validates these (its defaults live there)
     protocol.add_argument("--epochs", type=int, default=_NAS.epochs, help="training epochs on the proxy and the control")
     protocol.add_argument("--seeds", type=int, default=_NAS.seeds, help="trainings per candidate (mean val accuracy)")
     protocol.add_argument("--lr", type=float, default=_NAS.lr, help="SGD lr (a learned lr in the proxy wins)")
@@ -269,13 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     protocol.add_argument("--no-cache", action="store_true", help="retrain the ground truth; do not write the cache")
     run = p.add_argument_group("running")
     run.add_argument("--parallel", action="store_true", help="train candidates as Ray tasks")
-    run.add_argument("--cpus-per-task", type=float, default=1.0)
+    run.add_argument("--cpus-per-task", type=_positive_float, default=1.0)
     run.add_argument("--gpus-per-task", type=float, default=None, help="fraction of a GPU per task (default 0.25 with CUDA)")
     run.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
     run.add_argument("--dataset", default=None, help="defaults to the dataset recorded in the synset")
     run.add_argument("--data-root", default=None)
-    run.add_argument("--image-size", type=int, default=None, help="resize the real data (default: native size)")
-    run.add_argument("--val-size", type=float, default=0.1, help="validation split: fraction (<1) or count")
+    run.add_argument("--image-size", type=_positive_int, default=None, help="resize the real data (default: native size)")
+    run.add_argument("--val-size", type=_positive_float, default=0.1, help="validation split: fraction (<1) or count")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _add_precision_arg(run, default="auto", what="auto")
     run.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI or ./mlruns)")
@@ -285,19 +343,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_stdout() -> None:
+    """After a closed pipe or a full disk, point stdout at /dev/null so the exit flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:2000]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a usage error exits 2 with one line (_Parser.error)
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USER_ERROR
     debug = args.debug or os.environ.get("DDSEARCH_DEBUG") == "1"
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()
+        return code
     except DDSearchError as err:
         if debug:
             raise
-        print(f"ddsearch: error: {err}", file=sys.stderr)
+        print(f"ddsearch: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:
+        # `ddsearch schema | head -1`: the reader has what it wanted; no traceback, no error.
+        _silence_stdout()
+        return 0
+    except OSError as err:
+        # The environment refused a read or write (permissions, a full disk, a read-only folder):
+        # one line, like any other bad input; the specific checks catch most of these earlier.
+        if debug:
+            raise
+        if err.errno in (errno.ENOSPC, errno.EIO) and err.filename is None:
+            _silence_stdout()
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"ddsearch: error: {err.strerror or _one_line(err)}{where}; check the path, its permissions "
+              f"and free space", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("ddsearch: interrupted", file=sys.stderr)

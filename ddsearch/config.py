@@ -8,28 +8,44 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ddsearch.errors import DDSearchError
+from ddsearch.errors import DDSearchError, suggest
+from ddsearch.paths import check_input_file
+from ddsearch.yamlio import load_yaml, read_yaml_file
+
+# A study name becomes a folder name (state_dir/ray/<name>) and an MLflow experiment: a plain
+# identifier, never a path, so that no study can point ddsearch at a folder outside its own.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+# DSA transform families (ddsearch.augment implements them; a test keeps the two in step).
+DSA_FAMILIES = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
 
 class _Strict(BaseModel):
     """Unknown keys are errors: a typo must never silently fall back to a default."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DatasetConfig(_Strict):
     name: str = "digits"
     root: str | None = Field(None, description="data folder; defaults to $DDSEARCH_DATA or ~/.cache/ddsearch/data")
     image_size: int | None = Field(None, gt=0, description="resize to this many pixels (MHIST default 224)")
-    val_size: float = Field(0.1, ge=0, description="validation split carved from train: a fraction (<1) or a count")
+    val_size: float = Field(0.1, description="validation split carved from train: a fraction (<1) or a count")
     split_seed: int = 0
     download: bool = True
+
+    @field_validator("val_size")
+    @classmethod
+    def _val_split_needed(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"must be > 0 (got {value}): searches optimise validation accuracy, so a study "
+                             f"needs a validation split, e.g. 0.1")
+        return value
 
 
 class MethodBase(_Strict):
@@ -41,6 +57,12 @@ class MethodBase(_Strict):
     lr_img: float = Field(1.0, gt=0, description="eta_S: learning rate of the synthetic images")
     arch: str = Field("ConvNet", description="network used for distillation")
     dsa_strategy: str = Field("auto", description="DSA strategy; 'auto' leaves out flip for digit datasets")
+
+    @field_validator("dsa_strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        check_dsa_strategy(value)
+        return value
 
 
 class DataDAMSettings(MethodBase):
@@ -166,7 +188,10 @@ class EvaluationConfig(_Strict):
     final_repeats: int = Field(3, gt=0)
     lr: float = Field(0.01, gt=0, description="evaluator lr unless the synset carries a learned lr")
     batch_size: int = Field(256, gt=0)
-    log_every: int = Field(10, gt=0, description="iterations between loss logging / NaN checks")
+    log_every: int = Field(10, gt=0, description="iterations between loss logging / divergence checks")
+    max_pixel: float = Field(
+        1e6, gt=0, description="a synthetic pixel beyond this size (normalised units) ends the run as diverged"
+    )
 
 
 class FloatParam(_Strict):
@@ -252,8 +277,33 @@ class TrackingConfig(_Strict):
     experiment: str | None = Field(None, description="MLflow experiment; default: the study name")
 
 
+def check_dsa_strategy(value: str) -> None:
+    """'auto', 'none' or families joined by '_' (color_crop_...); raises ValueError with a suggestion."""
+    text = value.strip().lower()
+    if text in ("", "auto", "none"):
+        return
+    families = text.split("_")
+    for family in families:
+        if family not in DSA_FAMILIES:
+            raise ValueError(f"DSA strategy {value!r}: {suggest(family, DSA_FAMILIES, 'augmentation family')} "
+                             f"(or 'auto' / 'none')")
+    if len(set(families)) != len(families):
+        raise ValueError(f"DSA strategy {value!r} names a family twice")
+
+
+def check_name(value: str) -> str:
+    """A study name is a plain identifier: it names a folder and must never be a path."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or value in (".", ".."):
+        raise ValueError(
+            f"{value!r} is not a plain name; use letters, digits, '.', '_' and '-' only "
+            f"(no '/' and not '.' or '..'), at most 100 characters"
+        )
+    return value
+
+
 class Study(_Strict):
-    name: str = "study"
+    name: str = Field("study", description="study name, a plain identifier (letters, digits, '.', '_', '-'): the "
+                                         "MLflow experiment (unless tracking.experiment) and the state folder's name")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = Field(
@@ -272,12 +322,38 @@ class Study(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     state_dir: str | None = Field(None, description="where Optuna storage, checkpoints and caches live")
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_plain(cls, value: str) -> str:
+        return check_name(value)
+
     @model_validator(mode="after")
     def _search_keys_exist(self) -> "Study":
         fields = type(self.method).model_fields
         for key in self.search:
             if key not in fields or key == "name":
                 raise ValueError(_unknown_key_message(f"search.{key}", key, [f for f in fields if f != "name"], f"setting of method '{self.method.name}'"))
+        return self
+
+    @model_validator(mode="after")
+    def _search_values_valid(self) -> "Study":
+        """Every categorical choice and both bounds must be a valid method setting (caught at --dry-run)."""
+        cls = type(self.method)
+        base = self.method.model_dump()
+        for key, param in self.search.items():
+            if isinstance(param, CategoricalParam):
+                values, what = param.choices, "choice"
+            else:
+                values, what = [param.low, param.high], "bound"
+            for value in values:
+                if isinstance(value, (list, dict)):
+                    continue  # not a scalar: the search space refuses it with its own message
+                try:
+                    cls.model_validate(base | {key: value})
+                except ValidationError as err:
+                    first = err.errors()[0]
+                    raise ValueError(f"search.{key}: {what} {value!r} is not a valid method.{key}: "
+                                     f"{first['msg'].removeprefix('Value error, ')}") from None
         return self
 
     def resolved_state_dir(self) -> Path:
@@ -315,6 +391,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise DDSearchError(f"--set {item!r} is not key=value; write e.g. --set method.ipc=10")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
+        if not all(parts):
+            raise DDSearchError(f"--set {key!r}: empty key; write e.g. --set method.ipc=10")
         node = raw
         for part in parts[:-1]:
             child = node.get(part)
@@ -323,26 +401,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(child, dict):
                 raise DDSearchError(f"--set {key}: '{part}' is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = load_yaml(value, f"--set {key}", max_bytes=10_000, max_nodes=1_000)
     return raw
 
 
 def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     """Read, override and validate a study file; every problem becomes one clear line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DDSearchError(f"study file {path} does not exist; see studies/ for examples")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise DDSearchError(f"{path}: invalid YAML{where}: {problem}") from None
+    path = check_input_file(path, "study file", "see studies/ for examples")
+    raw = read_yaml_file(path, "study file") or {}
     if not isinstance(raw, dict):
         raise DDSearchError(f"{path}: a study must be a mapping of keys (name, dataset, method, ...)")
-    raw.setdefault("name", path.stem)
-    return study_from_dict(apply_overrides(raw, overrides or []), source=str(path))
+    raw.setdefault("name", re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).strip(".") or "study")
+    raw = apply_overrides(raw, overrides or [])
+    if isinstance(raw.get("method"), dict):
+        raw["method"].setdefault("name", Study.model_fields["method"].default.name)
+    return study_from_dict(raw, source=str(path))
 
 
 def study_from_dict(raw: dict[str, Any], source: str = "study") -> Study:
@@ -364,9 +437,12 @@ def describe_validation_error(err: ValidationError, raw: dict[str, Any]) -> str:
     if first["type"] == "union_tag_not_found":
         return f"{path}: 'name' is required here; for a method choose from: {', '.join(METHOD_CLASSES)}"
     if first["type"] == "union_tag_invalid":
-        return f"{path}: unknown method {first['input']!r}; choose from: {', '.join(METHOD_CLASSES)}"
+        tag = first.get("ctx", {}).get("tag", first["input"])
+        if path.startswith("search"):
+            return f"{path}: unknown parameter type {tag!r}; choose from: float, int, categorical"
+        return f"{path}: {suggest(str(tag), METHOD_CLASSES, 'method')}"
     message = first["msg"].removeprefix("Value error, ")
-    return f"{path}: {message}"
+    return f"{path}: {message}" if loc else message
 
 
 def _is_union_tag(part: Any, raw: dict[str, Any]) -> bool:

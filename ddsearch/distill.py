@@ -13,8 +13,9 @@ def distill_command(study_path: str, overrides: list[str], tracking_uri: str | N
     study = with_resolved_precision(study, data.device)
     validate_study(study, data)  # bad settings fail here, before a run exists
 
-    uri = tracking.resolve_tracking_uri(tracking_uri or study.tracking.uri)
+    uri = tracking.resolve_tracking_uri(tracking_uri or study.tracking.uri, create=False)
     tracking.check_reachable(uri)
+    tracking.check_writable(uri)
     client = tracking.client(uri)
     experiment = tracking.experiment_id(study.tracking.experiment or study.name, uri)
     run = client.create_run(experiment, run_name=f"distill-{study.method.name}-ipc{study.method.ipc}",
@@ -28,8 +29,7 @@ def distill_command(study_path: str, overrides: list[str], tracking_uri: str | N
     except DivergedError as err:
         if err.last_good is not None:
             logger.log_synset(err.last_good, "last_good_synset.safetensors")
-        client.set_tag(run.info.run_id, "ddsearch.failure", str(err))
-        logger.finish("FAILED")
+        tracking.fail_run(uri, run.info.run_id, str(err), outcome="diverged")
         raise
     except BaseException as err:
         client.set_tag(run.info.run_id, "ddsearch.failure", f"{type(err).__name__}: {err}")

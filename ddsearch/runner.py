@@ -147,17 +147,22 @@ def run_distillation(
         it = distiller.iteration
         at_eval = it % ev.eval_every == 0 or it == total
         if it % ev.log_every == 0 or at_eval:
-            losses = torch.stack(pending).float().cpu().tolist()  # the one host sync per log window
+            current = distiller.synset()
+            # The one host sync per log window: the losses and the largest pixel, together.
+            peak = current.images.detach().abs().amax().float().reshape(1)
+            values = torch.cat([torch.stack(pending).float().reshape(-1), peak.to(pending[0].device)]).cpu().tolist()
+            losses, largest = values[:-1], values[-1]
             pending.clear()
-            if not all(math.isfinite(v) for v in losses):
+            problem = _divergence(losses, largest, current.lr, ev.max_pixel)
+            if problem:
                 bar.close()
                 raise DivergedError(
-                    f"the {study.method.name} loss became {losses[-1]} at iteration {it}; lower method.lr_img "
-                    f"(now {study.method.lr_img}). The last good synthetic set was kept",
+                    f"diverged at iteration {it}: {problem}; lower method.lr_img (now {study.method.lr_img}). "
+                    f"The last good synthetic set was kept",
                     last_good,
                     it,
                 )
-            last_good = distiller.synset()
+            last_good = current
             observer.on_losses(it, losses)
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
         clock["distill"] += time.perf_counter() - start
@@ -183,6 +188,19 @@ def run_distillation(
     outcome.eval_seconds = clock["eval"]
     observer.on_final(outcome)
     return outcome
+
+
+def _divergence(losses: list[float], largest_pixel: float, lr: float | None, max_pixel: float) -> str:
+    """Why a run has diverged ('' if it has not): a non-finite loss, or images or lr out of bounds."""
+    if not all(math.isfinite(v) for v in losses):
+        return f"the loss became {next(v for v in losses if not math.isfinite(v))}"
+    if not math.isfinite(largest_pixel):
+        return "the synthetic images hold NaN or infinite pixels"
+    if largest_pixel > max_pixel:
+        return f"synthetic pixels reached {largest_pixel:.3g} (limit evaluation.max_pixel = {max_pixel:g})"
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        return f"the learned lr became {lr}"
+    return ""
 
 
 def validate_study(study: Study, data: RealData) -> None:

@@ -24,21 +24,56 @@ from ddsearch.synset import SyntheticSet
 DEFAULT_STORE_DIR = "mlruns"
 
 
-def default_store(cwd: str | Path | None = None) -> tuple[str, str]:
-    """(tracking URI, artifact root URI) of the project's local store under ``cwd/mlruns``."""
+def default_store(cwd: str | Path | None = None, create: bool = True) -> tuple[str, str]:
+    """(tracking URI, artifact root URI) of the project's local store under ``cwd/mlruns``.
+
+    ``create=False`` only names it: readers (``report``) must not leave an empty store behind.
+    """
     root = (Path(cwd or os.getcwd()) / DEFAULT_STORE_DIR).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    if create:
+        from ddsearch.paths import ensure_writable_dir
+
+        ensure_writable_dir(root, "tracking folder")
     return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
 
 
-def resolve_tracking_uri(uri: str | None = None) -> str:
+def resolve_tracking_uri(uri: str | None = None, create: bool = True) -> str:
     """Explicit URI, else $MLFLOW_TRACKING_URI, else the local store; always absolute."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        return default_store()[0]
+        return default_store(create=create)[0]
     if "://" not in uri:  # a bare path means a local store folder
-        return default_store(Path(uri).parent if Path(uri).name == DEFAULT_STORE_DIR else uri)[0]
+        return default_store(Path(uri).parent if Path(uri).name == DEFAULT_STORE_DIR else uri, create=create)[0]
     return uri
+
+
+def check_store_exists(uri: str) -> None:
+    """Readers of a local store need one: opening a missing SQLite store would create an empty one."""
+    paths = sqlite_store_paths(uri)
+    if paths is not None and not paths[0].is_file():
+        raise DDSearchError(f"no MLflow store at {uri}; run `ddsearch tune` first or pass --tracking-uri")
+
+
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_writable(uri: str, create: bool = True) -> None:
+    """A local SQLite store must be writable (folder and file) before a run is created in it.
+
+    ``create=False`` checks that its folder could be made, and makes nothing (``--dry-run``).
+    """
+    from ddsearch.paths import check_creatable_dir, ensure_writable_dir
+
+    paths = sqlite_store_paths(uri)
+    if paths is None:
+        return
+    db, artifacts = paths
+    (ensure_writable_dir if create else check_creatable_dir)(db.parent, "tracking folder")
+    if db.exists() and not os.access(db, os.W_OK):
+        raise DDSearchError(f"the MLflow store {db} is read-only; make it writable or pass --tracking-uri "
+                            f"with a store you can write to")
+    if artifacts.exists() and not os.access(artifacts, os.W_OK | os.X_OK):
+        raise DDSearchError(f"the artifact folder {artifacts} is not writable; fix its permissions")
 
 
 def client(uri: str | None = None):
@@ -53,7 +88,14 @@ def client(uri: str | None = None):
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail early with one line if a remote tracking server does not answer."""
+    """Fail early with one line if the URI's scheme is unknown or a remote tracking server does not answer."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme == "file":
+        raise DDSearchError(f"tracking URI {uri!r}: MLflow 3 no longer writes file:// stores; give the folder itself "
+                            f"(ddsearch keeps a SQLite store in it) or sqlite:///path/mlflow.db")
+    if scheme not in TRACKING_SCHEMES:
+        raise DDSearchError(f"tracking URI {uri!r}: unsupported scheme {scheme!r}; use a folder, sqlite:///path/mlflow.db "
+                            f"or http(s)://host:port of a tracking server")
     if not uri.startswith(("http://", "https://")):
         return
     import urllib.request
@@ -379,8 +421,8 @@ def open_trial_run(
     return run_id
 
 
-def fail_run(uri: str, run_id: str, reason: str, status: str = "FAILED") -> None:
-    set_tags(uri, run_id, {TAG_FAILURE: reason, TAG_OUTCOME: "failed"})
+def fail_run(uri: str, run_id: str, reason: str, status: str = "FAILED", outcome: str = "failed") -> None:
+    set_tags(uri, run_id, {TAG_FAILURE: reason, TAG_OUTCOME: outcome})
     set_status(uri, run_id, status)
 
 

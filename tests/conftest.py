@@ -99,7 +99,10 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     """Run ``ddsearch ARGV`` in-process; returns (exit code, stdout, stderr)."""
     from ddsearch.cli import main
 
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as stop:  # argparse: --help, or a usage error (one line, exit 2)
+        code = int(stop.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
 

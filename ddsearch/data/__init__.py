@@ -3,6 +3,7 @@
 from ddsearch.data.realdata import RawSplits, RealData, stratified_split
 from ddsearch.data.registry import (
     DatasetSpec,
+    dataset_spec,
     default_root,
     describe_datasets,
     list_datasets,
@@ -12,6 +13,7 @@ from ddsearch.data.registry import (
 
 __all__ = [
     "DatasetSpec",
+    "dataset_spec",
     "RawSplits",
     "RealData",
     "default_root",

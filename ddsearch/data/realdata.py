@@ -269,6 +269,10 @@ def build_real_data(
     device: str | torch.device = "cpu",
 ) -> RealData:
     """Carve the validation split, normalise with train statistics and move to ``device``."""
+    if len(raw.class_names) < 2:
+        found = f"only class {raw.class_names[0]!r}" if raw.class_names else "no classes"
+        raise DDSearchError(f"data set '{name}' has {found}; classification needs at least two classes "
+                            f"(an image folder needs one sub-folder per class)")
     train_pos, val_pos = stratified_split(raw.train_y, val_size, split_seed)
     train_x, val_x = to_unit_float(raw.train_x[train_pos]), to_unit_float(raw.train_x[val_pos])
     test_x = to_unit_float(raw.test_x)

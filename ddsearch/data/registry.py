@@ -109,6 +109,29 @@ def _canonical(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registry entry (native channels and size) of a data set, without loading it."""
+    spec = _REGISTRY.get(_canonical(name))
+    if spec is None:
+        raise suggest(name, list_datasets(), "dataset")
+    return spec
+
+
+def _check_resize_fits(name: str, raw: RawSplits, size: tuple[int, int]) -> None:
+    """Refuse a resize whose float32 result would not fit in half of the free memory."""
+    images = int(raw.train_x.shape[0]) + int(raw.test_x.shape[0])
+    need = images * int(raw.train_x.shape[1]) * size[0] * size[1] * 4
+    try:
+        import psutil
+
+        free = int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - no psutil: assume a generous machine
+        free = 256 << 30
+    if need > free // 2:
+        raise DDSearchError(f"resizing {name} ({images} images) to {size[0]}x{size[1]} needs {need / 2**30:.1f} GiB, "
+                            f"more than half of the {free / 2**30:.1f} GiB free; choose a smaller image_size")
+
+
 def load_dataset(
     name: str,
     root: str | Path | None = None,
@@ -134,6 +157,7 @@ def load_dataset(
 
     raw = spec.loader(root_path, size, download)
     if size is not None and raw.image_size != size:
+        _check_resize_fits(spec.name, raw, size)
         raw.train_x = resize(raw.train_x, size)
         raw.test_x = resize(raw.test_x, size)
     return build_real_data(spec.name, raw, val_size=val_size, split_seed=split_seed, device=device)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ddsearch.data.realdata import RawSplits, stratified_split
 from ddsearch.errors import DDSearchError
+from ddsearch.paths import existing_dirs, remove_empty_new_dirs
 
 Size = tuple[int, int]
 
@@ -70,9 +71,21 @@ def _torchvision_load(cls_name: str, folder: str, root: Path, download: bool) ->
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, cls_name)
+    # torchvision makes root/<folder>/raw before it downloads; a failed download must not leave
+    # those empty folders behind (and nothing that was there before is touched).
+    existed = existing_dirs(root / folder)
+    missing = [p for p in [root / folder, *(root / folder).parents] if not p.exists()]  # deepest first
     try:
         return cls(str(root), train=True, download=download), cls(str(root), train=False, download=download)
     except Exception as err:  # torchvision raises RuntimeError, URLError, OSError, ... depending on the failure
+        remove_empty_new_dirs(root / folder, existed)
+        for made in missing:
+            if not made.exists():
+                continue
+            try:
+                made.rmdir()  # only the empty folders the attempt created
+            except OSError:
+                break
         where = root / folder
         if download:
             why = f"files not found under {where} and the download failed ({_one_line(err)})"

@@ -41,6 +41,10 @@ def fetch_proxy(args: argparse.Namespace, uri: str, workdir: Path) -> tuple[Path
     if bool(args.synset) == bool(args.from_study):
         raise DDSearchError("give the proxy set with exactly one of --synset FILE|runs:/<run_id>/synset.safetensors "
                             "and --from-study NAME")
+    if args.synset and args.synset.startswith("runs:/"):
+        tracking.parse_runs_uri(args.synset)  # a malformed source is named before the store is looked at
+    if args.from_study or args.synset.startswith("runs:/"):
+        tracking.check_store_exists(uri)
     if args.from_study:
         best = tracking.best_study_trial(uri, args.from_study, args.study_experiment)
         print(f"study {args.from_study!r}: best trial {best['run_name'] or best['run_id']} "
@@ -60,24 +64,35 @@ def nas_command(args: argparse.Namespace) -> int:
     from ddsearch.data import load_dataset
     from ddsearch.nas.report import log_outcome, print_table, summary_lines
     from ddsearch.runner import resolve_device
-    from ddsearch.synset import SyntheticSet
+    from ddsearch.paths import check_creatable_dir, check_output_file
+    from ddsearch.synset import SynsetHeader, SyntheticSet, check_image_size
 
     settings = settings_from_args(args)  # bad numbers fail before anything is loaded
     candidates = resolve_space(args.space, args.k, args.seed)
     parallel = parallel_from_args(args)
-    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    if args.json:
+        check_output_file(args.json, "--json file")  # before the search, not after it
+    if settings.truth_epochs > 0 and not args.no_cache:
+        from ddsearch.nas.ranking import default_cache_dir
+
+        check_creatable_dir(args.cache_dir or default_cache_dir(), "ground-truth cache folder")
+    uri = tracking.resolve_tracking_uri(args.tracking_uri, create=False)  # created once the proxy is checked
     tracking.check_reachable(uri)
 
     with tempfile.TemporaryDirectory(prefix="ddsearch-nas-") as tmp:
         path, source, tags = fetch_proxy(args, uri, Path(tmp))
-        header = SyntheticSet.load(path)
+        header = SynsetHeader.read(path)
         dataset = args.dataset or header.dataset
         if not dataset:
             raise DDSearchError(f"{source} does not name its dataset; pass --dataset")
+        check_image_size(header, dataset, args.image_size)  # before the data set is loaded or resized
+        if settings.dsa_strategy != "auto":
+            DSA(settings.dsa_strategy)  # so is a misspelt --dsa, once the proxy is known to fit
         data = load_dataset(dataset, root=args.data_root, image_size=args.image_size, val_size=args.val_size,
                             device=resolve_device(args.device))
         proxy = SyntheticSet.load(path, expect=data)  # another dataset or shape: a clear error, before any run
-    DSA(settings.strategy(data))  # so is a misspelt --dsa
+    DSA(settings.strategy(data))
+    tracking.check_writable(uri)
 
     label = proxy.method or "synset"
     space = args.space if args.space in ("seed22", "grid") else "list"

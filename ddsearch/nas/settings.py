@@ -5,6 +5,7 @@ Import-light on purpose (no torch), so that ``ddsearch --help`` stays instant.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,8 +41,8 @@ class NASSettings:
         for name in ("truth_epochs", "truth_train_size"):
             if getattr(self, name) < 0:
                 raise DDSearchError(f"nas: {name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise DDSearchError(f"nas: lr must be positive, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise DDSearchError(f"nas: lr must be a finite number > 0, got {self.lr}")
 
     def strategy(self, data: "RealData") -> str:
         from ddsearch.augment import default_strategy

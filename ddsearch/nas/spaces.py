@@ -48,6 +48,8 @@ def resolve_space(spec: str, k: int | None = None, seed: int = 0) -> list[str]:
     Raises DDSearchError for an empty list, a duplicate or an unknown name (with close matches).
     """
     spec = spec.strip()
+    if k is not None and k < 0:
+        raise DDSearchError(f"--k must be 0 (the whole grid) or a positive count, got {k}")
     if spec == "seed22":
         names = list(SEED22)
     elif spec == "grid":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ddsearch.config import Study
@@ -60,6 +62,40 @@ def check_address(address: str | None, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+_LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextmanager
+def loopback_only() -> Iterator[None]:
+    """Around ``ray.init``: the Ray it starts listens on 127.0.0.1 only (gcs, raylet, agents, workers).
+
+    Ray binds all interfaces unless its node address is the loopback one, and it rewrites an
+    explicit ``127.0.0.1`` to the machine's address. Its own single-machine switch (what it uses
+    on macOS and Windows) keeps every server on loopback. The processes Ray starts inherit the
+    switch from the environment; this process reads it once, at import, so the constant is set
+    too. Both are restored afterwards, so that a later ``ray start`` or a connection to a cluster
+    from this process is not affected. Only for a local Ray: ``--address`` is left alone.
+    """
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # another Ray layout: the environment variable alone must do
+        ray_constants = None
+    before_env = os.environ.get(_LOOPBACK_SWITCH)
+    before_const = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[_LOOPBACK_SWITCH] = "0"
+    if ray_constants is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if before_env is None:
+            os.environ.pop(_LOOPBACK_SWITCH, None)
+        else:
+            os.environ[_LOOPBACK_SWITCH] = before_env
+        if ray_constants is not None and before_const is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = before_const
+
+
 def connect(address: str | None) -> bool:
     """Connect to ``address`` or start a local Ray sized to this machine; True if started locally."""
     import ray
@@ -70,7 +106,8 @@ def connect(address: str | None) -> bool:
     try:
         if address is None:
             res = machine_resources()
-            ray.init(address="local", num_cpus=int(res["CPU"]), include_dashboard=False, **quiet)
+            with loopback_only():
+                ray.init(address="local", num_cpus=int(res["CPU"]), include_dashboard=False, **quiet)
             return True
         ray.init(address=address, **quiet)
         return False

@@ -25,21 +25,89 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
+def _descendants(pid: int) -> list:
+    """The command's whole process tree (a server's workers and job runners may leave its group)."""
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+        import psutil
+
+        return psutil.Process(pid).children(recursive=True)
+    except Exception:  # noqa: BLE001 - psutil missing or the process gone: the group kill still runs
+        return []
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the command's group and tree, then SIGKILL what is left after ``grace_s``."""
+    tree = _descendants(proc.pid)
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for child in tree:
+        try:
+            child.terminate()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and (proc.poll() is None or any(_running(c) for c in tree)):
         time.sleep(0.1)
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the server's own children too
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
+    for child in tree:
+        try:
+            child.kill()
+        except Exception:  # noqa: BLE001
+            pass
     proc.wait()
+
+
+def _running(process: object) -> bool:
+    try:
+        return bool(process.is_running()) and process.status() != "zombie"  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def run_guarded(command: list[str], grace_s: float = 30.0) -> int:
+    """Run ``command`` under the guard in the foreground; Ctrl+C or SIGTERM stop it and its children.
+
+    The guard is asked to stop (SIGTERM) and waited for: killing it outright would orphan the
+    server it watches. Returns the command's exit code, or 130 after an interrupt.
+    """
+    guard = subprocess.Popen([sys.executable, "-m", "ddsearch.search.guard", str(os.getpid()), "--", *command])
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading_main():
+        signal.signal(signal.SIGTERM, on_term)
+    try:
+        return guard.wait()
+    except KeyboardInterrupt:
+        deadline = time.monotonic() + grace_s
+        while guard.poll() is None and time.monotonic() < deadline:
+            try:
+                guard.send_signal(signal.SIGTERM)
+                guard.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                break
+            except KeyboardInterrupt:  # a second Ctrl+C: keep stopping, do not orphan the server
+                continue
+        if guard.poll() is None:
+            _stop_group(guard, grace_s=0)
+        return 130
+    finally:
+        if threading_main():
+            signal.signal(signal.SIGTERM, previous)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def main(argv: list[str]) -> int:

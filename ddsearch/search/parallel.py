@@ -49,12 +49,20 @@ def ray_map(
         return []
     started = False
     if not ray.is_initialized():
+        from contextlib import nullcontext
+
+        from ddsearch.search.cluster import loopback_only, resolve_address
+
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+        address = resolve_address(address)
         if address:
             kwargs["address"] = address
-        elif max_cpus:
-            kwargs["num_cpus"] = max_cpus
-        ray.init(**kwargs)
+        else:  # a Ray of our own, on loopback (never a cluster someone else started on this machine)
+            kwargs["address"] = "local"
+            if max_cpus:
+                kwargs["num_cpus"] = max_cpus
+        with loopback_only() if not address else nullcontext():
+            ray.init(**kwargs)
         started = True
     try:
         refs_shared = {key: ray.put(value) for key, value in (shared or {}).items()}

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pandas as pd
 
 from ddsearch import tracking
 from ddsearch.errors import DDSearchError
+from ddsearch.search.guard import run_guarded
 
 
 def _number(value: Any) -> Any:
@@ -105,7 +105,7 @@ def _locate(args: Any) -> tuple[str, str, str, str | None]:
         from ddsearch.config import load_study
 
         study = load_study(target)
-        uri = tracking.resolve_tracking_uri(uri_arg or study.tracking.uri)
+        uri = tracking.resolve_tracking_uri(uri_arg or study.tracking.uri, create=False)
         meta_path = study.resolved_state_dir() / "tracking.json"
         parent = None
         if meta_path.is_file():
@@ -113,14 +113,13 @@ def _locate(args: Any) -> tuple[str, str, str, str | None]:
             if meta.get("store_uri") == uri:
                 parent = meta.get("parent_run_id")
         return uri, study.name, study.tracking.experiment or study.name, parent
-    return tracking.resolve_tracking_uri(uri_arg), target, target, None
+    return tracking.resolve_tracking_uri(uri_arg, create=False), target, target, None
 
 
 def report_command(args: Any) -> int:
     uri, name, experiment_name, parent_id = _locate(args)
     tracking.check_reachable(uri)
-    if tracking.sqlite_store_paths(uri) is not None and not tracking.sqlite_store_paths(uri)[0].is_file():
-        raise DDSearchError(f"no MLflow store at {uri}; run `ddsearch tune` first or pass --tracking-uri")
+    tracking.check_store_exists(uri)
     runs = tracking.find_study_runs(uri, experiment_name, name)
     if parent_id is not None:
         runs = [r for r in runs if r["run_id"] == parent_id] or runs
@@ -160,8 +159,10 @@ def ui_command(args: Any) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"the tracking store is a server already; open {uri} in a browser")
         return 0
+    tracking.check_reachable(uri)  # an unsupported scheme is one line, not a server traceback
     paths = tracking.sqlite_store_paths(uri)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+           "--workers", "1"]  # one browser, one worker: fewer processes to start and to stop
     if paths is not None:
         paths[1].mkdir(parents=True, exist_ok=True)
         cmd += ["--default-artifact-root", paths[1].as_uri(), "--no-serve-artifacts"]
@@ -169,10 +170,33 @@ def ui_command(args: Any) -> int:
         print(f"ddsearch: warning: binding {host} exposes the MLflow UI (and the ability to change runs) to the "
               f"network without authentication; use the default 127.0.0.1 unless you mean it (MLflow may also "
               f"need MLFLOW_SERVER_ALLOWED_HOSTS for remote browsers)", file=sys.stderr)
-    print(f"MLflow UI on http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port} for {uri} (Ctrl+C stops it)")
+    check_port_free(host, port)
+    print(f"MLflow UI on http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port} for {uri} (Ctrl+C stops it)",
+          flush=True)
     # Under the guard, the server stops with this command however it ends (Ctrl+C, SIGTERM, kill).
-    guarded = [sys.executable, "-m", "ddsearch.search.guard", str(os.getpid()), "--", *cmd]
-    try:
-        return subprocess.call(guarded)
-    except KeyboardInterrupt:
+    code = run_guarded(cmd)
+    if code == 130:
+        print("MLflow UI stopped", file=sys.stderr)
         return 0
+    if code != 0:
+        raise DDSearchError(f"the MLflow UI server exited with code {code} (its messages are above)")
+    return 0
+
+
+def check_port_free(host: str, port: int) -> None:
+    """One line, before anything starts, when the UI's address cannot be bound."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise DDSearchError(f"--host {host!r} is not an address of this machine ({err.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        try:
+            sock.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise DDSearchError(f"port {port} on {host} is already in use; pick another with --port") from None
+            raise DDSearchError(f"cannot listen on {host}:{port} ({err.strerror}); pick another --host/--port") from None

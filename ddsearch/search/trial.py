@@ -161,7 +161,7 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
         # trial normally, so the study goes on and no retry is spent on it.
         if err.last_good is not None:
             logger.log_synset(err.last_good, "last_good_synset.safetensors")
-        tracking.fail_run(uri, run_id, f"DivergedError: {err}")
+        tracking.fail_run(uri, run_id, str(err), outcome="diverged")
         last = observer.last
         tune.report({
             "val_acc": math.nan, "test_acc": math.nan, "iteration": int(err.iteration),

@@ -13,11 +13,16 @@
 
 State folder (``state_dir``, default ``./.ddsearch/<study name>``)::
 
+    .ddsearch-owned  marker: ddsearch created this folder (it deletes only folders it made)
     study.json       the study as it started (a resume must match it)
+    overrides.json   the --set overrides it started with (the resume hint repeats them)
     tracking.json    store URI, experiment id and parent run id
     optuna.db        the Optuna study (SQLite)
     ray/<name>/      Ray Tune's experiment: trial results and checkpoints
     mlflow-server.log
+
+The folder is created with mode 0700, and a resume refuses a folder another user owns or can
+write to: Ray Tune unpickles ``tuner.pkl`` and the searcher state from it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
+import shlex
 import sys
 import tempfile
 import time
@@ -41,10 +46,12 @@ from ddsearch import tracking
 from ddsearch.config import Study, load_study
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
+from ddsearch.paths import MARKER, check_owner, make_owned_dir, remove_owned_dir
 from ddsearch.search import cluster
 from ddsearch.search.space import SearchSpace, build_space, make_searcher, reconcile_optuna
 
 STUDY_FILE = "study.json"
+OVERRIDES_FILE = "overrides.json"
 TRACKING_FILE = "tracking.json"
 OPTUNA_FILE = "optuna.db"
 SERVER_LOG = "mlflow-server.log"
@@ -65,6 +72,12 @@ class Plan:
     tracking_uri: str
     address: str | None
     state_dir: Path
+    overrides: tuple[str, ...] = ()
+
+    def command(self, *extra: str) -> str:
+        """The ``ddsearch tune`` command line of this study, --set overrides included (for hints)."""
+        sets = [part for item in self.overrides for part in ("--set", item)]
+        return shlex.join(["ddsearch", "tune", self.study_path, *sets, *extra])
 
     @property
     def experiment_name(self) -> str:
@@ -110,13 +123,41 @@ def prepare(args: Any) -> Plan:
         raise DDSearchError("device is 'cuda' but resources.gpu is 0, so trials would see no GPU; set resources.gpu")
     data = load_study_data(study, device=torch.device("cpu"))
     _check_trials_buildable(study, space, data)
-    uri = tracking.resolve_tracking_uri(getattr(args, "tracking_uri", None) or study.tracking.uri)
+    state = study.resolved_state_dir()
+    check_state_dir(state)
+    uri = tracking.resolve_tracking_uri(getattr(args, "tracking_uri", None) or study.tracking.uri, create=False)
     tracking.check_reachable(uri)
+    tracking.check_writable(uri, create=False)  # a dry run creates nothing
     address = cluster.resolve_address(getattr(args, "address", None))
     cluster.check_address(address)
     if address is None:
         cluster.check_fits(study, [cluster.machine_resources()])
-    return Plan(study, str(args.study), space, data, uri, address, study.resolved_state_dir())
+    return Plan(study, str(args.study), space, data, uri, address, state, tuple(getattr(args, "overrides", None) or ()))
+
+
+def check_state_dir(state: Path) -> None:
+    """The state folder must be ours to write (and, since a resume unpickles from it, nobody else's).
+
+    A folder that exists is accepted when ddsearch made it (marker, or an older study.json), or
+    when it is empty; anything else is some other folder that a fresh start might clear.
+    """
+    if state.exists():
+        if not state.is_dir():
+            raise DDSearchError(f"state_dir {state} is a file, not a folder")
+        check_owner(state, "state folder")
+        known = (state / MARKER).is_file() or (state / STUDY_FILE).is_file()
+        if not known and any(state.iterdir()):
+            raise DDSearchError(f"state_dir {state} is a folder ddsearch did not create and it is not empty; "
+                                f"choose an empty or new folder for state_dir")
+        if not os.access(state, os.W_OK | os.X_OK):
+            raise DDSearchError(f"the state folder {state} is not writable; fix its permissions or set state_dir")
+        return
+    parent = state.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise DDSearchError(f"cannot create the state folder {state}: {parent} is not writable; set state_dir "
+                            f"(or run from a folder you can write to)")
 
 
 # ---- the plan -------------------------------------------------------------------------------
@@ -208,13 +249,17 @@ def _prepare_state(plan: Plan, resume: bool) -> bool:
     from ray.tune import Tuner
 
     state = plan.state_dir
+    check_state_dir(state)
     restorable = plan.ray_dir.is_dir() and Tuner.can_restore(str(plan.ray_dir))
     if restorable and not resume:
         raise DDSearchError(
-            f"study '{plan.study.name}' has already run (state in {state}); add --resume to finish it, "
-            f"`ddsearch report` to see it, or remove that folder (or change `name`) to start over"
+            f"study '{plan.study.name}' has already run (state in {state}); add --resume to finish it "
+            f"(`{plan.command('--resume')}`), `ddsearch report` to see it, or remove that folder "
+            f"(or change `name`) to start over"
         )
     if restorable:
+        check_owner(state, "state folder")
+        check_owner(plan.ray_dir, "Ray Tune state folder")
         saved = state / STUDY_FILE
         if saved.is_file():
             diffs = _differences(json.loads(saved.read_text()), _fingerprint(plan.study))
@@ -226,11 +271,16 @@ def _prepare_state(plan: Plan, resume: bool) -> bool:
         return True
     if resume:
         print(f"nothing to resume for study '{plan.study.name}' in {state}; starting it from the beginning")
-    # A fresh start; leftovers of an attempt that died before Tune saved anything are cleared.
-    shutil.rmtree(plan.ray_dir, ignore_errors=True)
+    # A fresh start; leftovers of an attempt that died before Tune saved anything are cleared, but
+    # only folders ddsearch made (marker file), inside the state folder.
+    make_owned_dir(state)
+    os.chmod(state, 0o700)  # Ray's pickles live here
+    remove_owned_dir(plan.ray_dir, within=state)
     (state / OPTUNA_FILE).unlink(missing_ok=True)
-    state.mkdir(parents=True, exist_ok=True)
+    make_owned_dir(plan.ray_dir.parent)
+    make_owned_dir(plan.ray_dir)
     (state / STUDY_FILE).write_text(json.dumps(_fingerprint(plan.study), indent=2))
+    (state / OVERRIDES_FILE).write_text(json.dumps(list(plan.overrides), indent=2))
     return False
 
 
@@ -425,6 +475,7 @@ def run_study(plan: Plan, resume: bool = False) -> int:
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save Tune's state often: a crash loses little
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    tracking.check_writable(plan.tracking_uri)  # creates the local store's folder
     restored = _prepare_state(plan, resume)
     experiment, parent_id = _open_parent(plan, restored)
     store_uri = plan.tracking_uri
@@ -468,13 +519,16 @@ def run_study(plan: Plan, resume: bool = False) -> int:
         lines = str(err).strip().splitlines()
         reason = f"{type(err).__name__}: {lines[-1] if lines else ''}"
         _safe(lambda: _close_after_error(store_uri, experiment, parent_id, reason, status))
+        if isinstance(err, KeyboardInterrupt):
+            print(f"study '{plan.study.name}' interrupted; `{plan.command('--resume')}` finishes it", file=sys.stderr)
         raise
 
     from ddsearch.search.report import print_leaderboard
 
     print_leaderboard(board, top=10)
+    report = shlex.join(["ddsearch", "report", plan.study_path if not plan.overrides else plan.study.name])
     print(f"study '{plan.study.name}' done in {time.perf_counter() - started:.0f}s; "
-          f"`ddsearch report {plan.study_path}` prints this again, `ddsearch ui` browses it")
+          f"`{report}` prints this again, `ddsearch ui` browses it")
     return 0
 
 
@@ -517,7 +571,7 @@ def _interrupted(plan: Plan, statuses: dict[str, str], uri: str, experiment: str
         if child.info.status == "RUNNING":
             tracking.set_tags(uri, child.info.run_id, {"ddsearch.interrupted": "the study was interrupted"})
             tracking.set_status(uri, child.info.run_id, "KILLED")
-    resume = f"ddsearch tune {plan.study_path} --resume"
+    resume = plan.command("--resume")
     tracking.set_tags(uri, parent_id, {"ddsearch.interrupted": f"{len(open_trials)} trial(s) unfinished; `{resume}` finishes it"})
     tracking.set_status(uri, parent_id, "KILLED")
     print(f"study '{plan.study.name}' interrupted with {len(open_trials)} trial(s) unfinished; `{resume}` finishes it",

@@ -22,7 +22,11 @@ def _load(study_path: str, overrides: list[str] | None) -> tuple[Study, PADSetti
         touched = sorted(set(study.search) & _CACHE_SHAPING)
         if touched:
             print(f"note: the search varies {', '.join(touched)}; this builds the cache for the study's fixed values only")
-    return study, study.method, load_study_data(study)
+    from ddsearch.methods.pad.matching import PAD
+
+    data = load_study_data(study)
+    PAD.validate(study.method, data)  # an unwritable cache folder fails here, before any training
+    return study, study.method, data
 
 
 _CACHE_SHAPING = {

@@ -61,6 +61,15 @@ class PAD(Distiller):
     method_name = "pad"
     settings: PADSettings
 
+    @classmethod
+    def validate(cls, settings: PADSettings, data: RealData) -> None:
+        """Also: the score/expert cache folder must be writable (checked before any run is created)."""
+        from ddsearch.methods.pad._cache import cache_root
+        from ddsearch.paths import ensure_writable_dir
+
+        super().validate(settings, data)
+        ensure_writable_dir(cache_root(settings.cache_dir), "PAD cache folder")
+
     def __init__(
         self, settings: PADSettings, data: RealData, seed: int = 0, progress: bool = True, precision: str = "auto"
     ) -> None:
