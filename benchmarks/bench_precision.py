@@ -37,8 +37,25 @@ from ddsearch.augment import default_strategy
 from ddsearch.config import DataDAMSettings
 from ddsearch.data import load_dataset
 from ddsearch.evaluate import TrainSettings, build_network, train_network
-from ddsearch.methods.datadam import DataDAM
+from ddsearch.methods.datadam import DataDAM, attention_matching_loss
 from ddsearch.precision import resolve_precision
+
+
+class BatchDataDAM(DataDAM):
+    """ddsearch's DataDAM before the fast path: the real branch as one batch through the network."""
+
+    def loss(self) -> torch.Tensor:
+        s = self.settings
+        net = self._fresh_network()
+        seed = self.next_seed()
+        real = self.dsa(self._real_batch(), seed=seed).contiguous(memory_format=torch.channels_last)
+        syn = self.dsa(self.images, seed=seed).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            real_blocks, real_embedding = net.forward_features(real)
+        syn_blocks, syn_embedding = net.forward_features(syn)
+        loss = attention_matching_loss(real_blocks, real_embedding, syn_blocks, syn_embedding,
+                                       self.data.num_classes, s.p, s.lambda_mmd)
+        return s.loss_scale * loss
 
 
 def peak_rates(repeats: int = 5) -> dict[str, float]:
@@ -136,6 +153,28 @@ def bench_evaluator(data, epochs: int, fp32_epochs: int) -> list[dict]:
     return rows
 
 
+def bench_pad(data, iters: int, per_class: int = 500) -> list[dict]:
+    """PAD iteration (IPC 10, syn_steps 20, the whole set each step) in bf16 and fp32, on experts
+    trained on a ``per_class`` part of the training split (1 expert, 3 epochs: the speed, not the
+    accuracy, is measured here)."""
+    from bench_nas import PAD_CPU, train_part
+    from ddsearch.config import PADSettings
+    from ddsearch.methods import create_distiller
+
+    part = train_part(data, per_class)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ddsearch-pad-bench-") as cache:
+        for precision in ("bf16", "fp32"):
+            settings = PADSettings(**(PAD_CPU | {"syn_steps": 20, "batch_syn": None, "cache_dir": cache}))
+            start = time.perf_counter()
+            distiller = create_distiller(settings, part, seed=0, progress=False, precision=precision)
+            experts_seconds = time.perf_counter() - start
+            _, seconds = time_steps(distiller, iters, warmup=1)
+            rows.append({"variant": f"PAD {precision}", "precision": distiller.precision, "seconds_per_iter": seconds,
+                         "experts_and_scores_seconds": experts_seconds})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official", type=Path, default=None, help="a checkout of DataDistillation/DataDAM")
@@ -143,6 +182,7 @@ def main() -> None:
     parser.add_argument("--batch-real", type=int, default=256)
     parser.add_argument("--eval-epochs", type=int, default=1000)
     parser.add_argument("--fp32-eval-epochs", type=int, default=200)
+    parser.add_argument("--pad-iters", type=int, default=3)
     args = parser.parse_args()
     device = torch.device("cpu")
     auto = resolve_precision("auto", device)
@@ -155,6 +195,7 @@ def main() -> None:
         "ddsearch auto, eager kernels (p=4)": (DataDAM, dict(fuse="off"), "auto"),
         "ddsearch fp32 (p=4)": (DataDAM, dict(), "fp32"),
         "ddsearch auto (p=1, the official code's maths)": (DataDAM, dict(p=1.0), "auto"),
+        "ddsearch before this change: one real batch, fp32 (p=4)": (BatchDataDAM, dict(), "fp32"),
         "reference style, fp32 (p=4)": (NaiveDataDAM, dict(channels_last=False), "fp32"),
     }
     flops = step_flops(DataDAM(DataDAMSettings(ipc=10, arch="ConvNetBN", batch_real=args.batch_real, fuse="off"), data, 1,
@@ -166,8 +207,8 @@ def main() -> None:
         setup, seconds = time_steps(distiller, args.iters)
         rows.append({"variant": name, "precision": distiller.precision, "seconds_per_iter": seconds,
                      "warmup_seconds": setup, "gflops_per_s": flops / seconds / 1e9})
-        if name.startswith("reference"):
-            tables["before (reference style, fp32)"] = top_ops(distiller)
+        if name.startswith("ddsearch before"):
+            tables["before (ddsearch's previous DataDAM step, fp32)"] = top_ops(distiller)
         elif name == "ddsearch auto (p=4)":
             tables[f"after (ddsearch, {distiller.precision})"] = top_ops(distiller)
     if args.official is not None:
@@ -181,9 +222,10 @@ def main() -> None:
         r["ours_speedup"] = r["seconds_per_iter"] / ours
         r["fraction_of_bf16_conv_peak"] = r["gflops_per_s"] / peaks["conv_bf16"]
     evaluator = bench_evaluator(data, args.eval_epochs, args.fp32_eval_epochs)
+    pad = bench_pad(data, args.pad_iters)
     info = device_info(device)
     payload = {"benchmark": "precision", "precision_auto": auto, "peaks_gflops": peaks, "gflop_per_datadam_iter": flops / 1e9,
-               "datadam": rows, "evaluator": evaluator, "top_ops": tables, **info}
+               "datadam": rows, "evaluator": evaluator, "pad": pad, "top_ops": tables, **info}
 
     lines = [
         f"# The CPU fast path ({info['device_name']})",
@@ -211,6 +253,14 @@ def main() -> None:
         "| variant | epochs timed | s per 1000 epochs |",
         "| --- | --- | --- |",
         *[f"| {r['variant']} | {r['epochs_timed']} | {r['seconds_per_1000_epochs']:.1f} |" for r in evaluator],
+        "",
+        "## PAD iteration (MNIST, IPC 10, ConvNet, syn_steps 20, the whole set per step)",
+        "",
+        "| variant | s/iter | experts + scores s (1 expert, 3 epochs, 5,000 images) |",
+        "| --- | --- | --- |",
+        *[f"| {r['variant']} | {r['seconds_per_iter']:.2f} | {r['experts_and_scores_seconds']:.0f} |" for r in pad],
+        "",
+        f"PAD bf16 is {pad[1]['seconds_per_iter'] / pad[0]['seconds_per_iter']:.2f}x fp32 (today's path) here.",
         "",
     ]
     for title, table in tables.items():
