@@ -83,6 +83,18 @@ TINY_CONV = "ConvNet-d2-w16-relu-instancenorm-avgpool"
 TINY_CONV_BN = "ConvNet-d2-w16-relu-batchnorm-avgpool"
 
 
+def tiny_study_yaml(name: str, budget: str = "{num_samples: 1, max_concurrent: 1}", extra: str = "") -> str:
+    """A one-trial DataDAM study on digits that a CLI test can run end to end in seconds."""
+    return (
+        f"name: {name}\ndevice: cpu\ndataset: {{name: digits}}\n"
+        f"method: {{name: datadam, ipc: 1, iterations: 4, arch: {TINY_CONV_BN}, batch_real: 8}}\n"
+        f"evaluation: {{arch: {TINY_CONV}, eval_every: 2, log_every: 2, epochs: 1, final_epochs: 1, final_repeats: 1}}\n"
+        f"evaluators: [{TINY_CONV}]\n"
+        "search: {lambda_mmd: {type: float, low: 0.001, high: 0.1, log: true}}\n"
+        f"budget: {budget}\n{extra}resources: {{cpu: 1}}\n"
+    )
+
+
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn digits (8x8) loaded once per session on the CPU."""

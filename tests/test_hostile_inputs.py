@@ -19,19 +19,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import REPO_ROOT, TINY_CONV, TINY_CONV_BN, assert_one_line_error, build_fake_imagefolder, run_cli
+from conftest import REPO_ROOT, TINY_CONV, TINY_CONV_BN, assert_one_line_error, build_fake_imagefolder, run_cli, tiny_study_yaml
 
-TINY_STUDY = f"""\
-name: tiny
-device: cpu
-dataset: {{name: digits}}
-method: {{name: datadam, ipc: 1, iterations: 4, arch: {TINY_CONV_BN}, batch_real: 8}}
-evaluation: {{arch: {TINY_CONV}, eval_every: 2, log_every: 2, epochs: 1, final_epochs: 1, final_repeats: 1}}
-evaluators: [{TINY_CONV}]
-search: {{lambda_mmd: {{type: float, low: 0.001, high: 0.1, log: true}}}}
-budget: {{num_samples: 1, max_concurrent: 1}}
-resources: {{cpu: 1}}
-"""
+TINY_STUDY = tiny_study_yaml("tiny")
 
 ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
     f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")

@@ -20,22 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, TINY_CONV, TINY_CONV_BN
+from conftest import REPO_ROOT, tiny_study_yaml
 
 psutil = pytest.importorskip("psutil")
 
-STUDY = f"""\
-name: sockets
-device: cpu
-dataset: {{name: digits}}
-method: {{name: datadam, ipc: 1, iterations: 4, arch: {TINY_CONV_BN}, batch_real: 8}}
-evaluation: {{arch: {TINY_CONV}, eval_every: 2, log_every: 2, epochs: 1, final_epochs: 1, final_repeats: 1}}
-evaluators: [{TINY_CONV}]
-search: {{lambda_mmd: {{type: float, low: 0.001, high: 0.1, log: true}}}}
-budget: {{num_samples: 1, max_concurrent: 1, max_failures: 0}}
-scheduler: {{type: none}}
-resources: {{cpu: 1}}
-"""
+STUDY = tiny_study_yaml("sockets", budget="{num_samples: 1, max_concurrent: 1, max_failures: 0}",
+                       extra="scheduler: {type: none}\n")
 
 
 def _is_loopback(ip: str) -> bool:
