@@ -344,9 +344,12 @@ def set_note(uri: str, run_id: str, text: str) -> None:
     set_tags(uri, run_id, {NOTE_TAG: text})
 
 
-def set_experiment_note(uri: str, experiment_id_: str, text: str) -> None:
-    """The experiment's description in the MLflow UI."""
-    client(uri).set_experiment_tag(experiment_id_, NOTE_TAG, text[:5000])
+def describe_experiment(uri: str, experiment_id_: str, text: str) -> None:
+    """The experiment's description, and its kind, so the MLflow UI opens on the runs table
+    (MLflow 3 otherwise guesses a GenAI experiment and opens on traces)."""
+    mlflow_client = client(uri)
+    mlflow_client.set_experiment_tag(experiment_id_, NOTE_TAG, text[:5000])
+    mlflow_client.set_experiment_tag(experiment_id_, "mlflow.experimentKind", "custom_model_development")
 
 
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:

@@ -128,7 +128,7 @@ def print_leaderboard(board: pd.DataFrame, top: int = 20) -> None:
     if not len(board):
         print("no trials recorded yet")
         return
-    shown = board.head(top).drop(columns=["run_id", "link", "status"], errors="ignore")
+    shown = board.head(top).drop(columns=["run_id", "link", "status", "node"], errors="ignore")
     shown = shown.astype({"rank": "object"}).fillna({"rank": "-"})
     with pd.option_context("display.max_rows", 500, "display.max_columns", 60, "display.width", 250,
                            "display.max_colwidth", 60):

@@ -35,7 +35,7 @@ th,td{border:1px solid #ddd;padding:4px 8px;text-align:right;white-space:nowrap}
 th{background:#f4f6f8;position:sticky;top:0} td.l,th.l{text-align:left}
 tr.unranked td{color:#777;background:#fafafa} .legend{font-size:12px;color:#444;margin:6px 0 0 0;padding-left:18px}
 .grids{display:flex;flex-wrap:wrap;gap:14px} figure{margin:0;border:1px solid #ddd;padding:6px;background:#fff}
-figure img{max-width:420px;image-rendering:pixelated;display:block} figcaption{font-size:12px;color:#333;margin-top:4px}
+figure img{max-width:420px;max-height:380px;image-rendering:pixelated;display:block} figcaption{font-size:12px;color:#333;margin-top:4px}
 .plots img{max-width:640px;border:1px solid #ddd} .curves{display:flex;flex-wrap:wrap;gap:18px}
 .key{font-size:12px;display:flex;flex-wrap:wrap;gap:4px 14px;margin:6px 0}
 .sw{display:inline-block;width:18px;height:3px;vertical-align:middle;margin-right:4px}
@@ -235,6 +235,6 @@ def study_report(uri: str, experiment: str, parent_run_id: str, ui_url: str = DE
             cross_arch = _cross_arch(_read_artifact(uri, done.iloc[0]["run_id"], "cross_arch.json", tmp / "best"))
     counts = board["outcome"].value_counts().to_dict() if len(board) else {}
     summary = (f"{len(board)} trials: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items())
-               + (f". Best: {best}." if best else ".") + f" Objective: {legend['val_acc']}.")
+               + (f". Best: {best}." if best else ".") + f" Objective (val_acc): {legend['val_acc'].removeprefix('the objective: ')}.")
     study = parent.data.tags.get(tracking.TAG_STUDY, parent.info.run_name) if parent else parent_run_id
     return render(study, summary, board, keys, legend, curves, grids, plots, cross_arch, best, ui_url)

@@ -148,7 +148,9 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
     if run is not None:
         already_final = "final_val_acc" in run.data.metrics
     if resume_state is None:
-        logger.log_params(study.flat_params() | {f"search.{k}": v for k, v in searched.items()})
+        # Only the searched settings: the fixed ones are the parent's params (and config.json has
+        # them all). MLflow prints a run's params above its image card; 30 identical ones hid it.
+        logger.log_params({f"method.{k}": v for k, v in searched.items()})
         logger.log_json(study.model_dump(mode="json"), "config.json")
 
     observer = TuneObserver(logger, uri, study, tune.report, already_final)

@@ -272,7 +272,7 @@ def _open_parent(plan: Plan, restored: bool) -> tuple[str, str]:
         if parent.info.status == "RUNNING":
             tracking.set_status(uri, parent.info.run_id, "KILLED")
         parent = None
-    tracking.set_experiment_note(uri, experiment, describe_study(plan.study, plan.space.metrics))
+    tracking.describe_experiment(uri, experiment, describe_study(plan.study, plan.space.metrics))
     if parent is None:
         parent_id = tracking.create_study_run(uri, experiment, plan.study.name, {
             "ddsearch.state_dir": str(plan.state_dir),
@@ -365,7 +365,7 @@ class RunStatusCallback(Callback):
                 elapsed = time.monotonic() - ctx["started"] if "started" in ctx else None
                 reason = stop_reason(result.get("iteration", "?"), elapsed, ctx.get("time_budget_s"),
                                      ctx.get("scheduler", ""))
-                searched = {k.removeprefix("search."): v for k, v in run.data.params.items() if k.startswith("search.")}
+                searched = {k.removeprefix("method."): v for k, v in run.data.params.items()}  # the searched ones
                 note = trial_note(run.info.run_name, ctx.get("study", ""), searched,
                                   f"Stopped early: {reason}; val_acc {result.get('val_acc', float('nan')):.4f} there.")
                 tracking.set_tags(uri, run.info.run_id, {
