@@ -44,7 +44,7 @@ def labelled_grid(
     max_per_class: int = MAX_PER_CLASS,
     min_long_side: int = MIN_LONG_SIDE,
 ) -> np.ndarray:
-    """The grid as uint8 HxWx3: one row per class, class labels left, a caption below."""
+    """The grid as uint8 HxWx3: one row per class (in blocks when short), class labels left, a caption below."""
     images = _unnormalised(synset)
     labels = synset.hard_labels.cpu()
     per_class = [images[labels == c] for c in range(synset.num_classes)]
@@ -53,41 +53,47 @@ def labelled_grid(
     rows = max(1, synset.num_classes)
     h, w = images.shape[-2:]
     gap = 2
+    # few images per class make a tall strip: put classes in side-by-side blocks, nearest a square
+    # (MLflow's image card is square)
+    blocks = min(range(1, rows + 1), key=lambda b: abs(math.log((b * cols * w * 1.15) / (math.ceil(rows / b) * h))))
+    per_block = math.ceil(rows / blocks)
     # integer scale so the long side reaches min_long_side (but stays below MAX_LONG_SIDE)
-    long_side = max(cols * (w + gap), rows * (h + gap))
+    long_side = max(blocks * cols * (w + gap), per_block * (h + gap))
     scale = max(1, math.ceil(min_long_side / max(long_side, 1)))
-    while scale > 1 and max(cols * (w * scale + gap), rows * (h * scale + gap)) > MAX_LONG_SIDE:
+    while scale > 1 and max(blocks * cols * (w * scale + gap), per_block * (h * scale + gap)) > MAX_LONG_SIDE:
         scale -= 1
-    cell_h, cell_w = h * scale + gap, w * scale + gap
-    font_size = max(12, min(28, cell_h // 2))
-    font = _font(font_size)
-    names = [synset.class_names[c] if c < len(synset.class_names) else str(c) for c in range(rows)]
-    label_w = max(int(font.getlength(n)) for n in names) + 12
-    shown = sum(min(len(p), cols) for p in per_class)
-    total = sum(len(p) for p in per_class)
-    caption = f"{rows} classes x {largest} images" if largest == min(cols, largest) else ""
-    if total > shown:
-        caption = f"showing {cols} of up to {largest} images per class ({total - shown} left out)"
-    caption = " · ".join(t for t in (title, caption) if t)
-    cap_font = _font(max(14, min(22, font_size)))
-    cap_h = (cap_font.size if hasattr(cap_font, "size") else 14) + 12 if caption else 0
-    width = label_w + cols * cell_w + gap
-    if caption:
-        width = max(width, int(cap_font.getlength(caption)) + 12)
-    height = rows * cell_h + gap + cap_h
+    while True:  # the labels and caption add a little: grow until the long side is reached
+        cell_h, cell_w = h * scale + gap, w * scale + gap
+        font_size = max(12, min(28, cell_h // 2))
+        font = _font(font_size)
+        names = [synset.class_names[c] if c < len(synset.class_names) else str(c) for c in range(rows)]
+        label_w = max(int(font.getlength(n)) for n in names) + 12
+        block_w = label_w + cols * cell_w + gap + (12 if blocks > 1 else 0)
+        shown = sum(min(len(p), cols) for p in per_class)
+        total = sum(len(p) for p in per_class)
+        caption = f"{rows} classes x {largest} images"
+        if total > shown:
+            caption = f"showing {cols} of up to {largest} images per class ({total - shown} left out)"
+        caption = " · ".join(t for t in (title, caption) if t)
+        cap_font = _font(max(14, min(22, font_size)))
+        cap_h = (cap_font.size if hasattr(cap_font, "size") else 14) + 12
+        width = max(blocks * block_w, int(cap_font.getlength(caption)) + 12)
+        height = per_block * cell_h + gap + cap_h
+        if max(width, height) >= min_long_side or max(width, height) > MAX_LONG_SIDE // 2:
+            break
+        scale += 1
     canvas = Image.new("RGB", (width, height), _BG)
     draw = ImageDraw.Draw(canvas)
     for r, picked in enumerate(per_class):
-        y = gap + r * cell_h
-        draw.text((label_w - 6, y + (cell_h - gap) // 2), names[r], fill=_INK, font=font, anchor="rm")
+        x0, y = (r // per_block) * block_w, gap + (r % per_block) * cell_h
+        draw.text((x0 + label_w - 6, y + (cell_h - gap) // 2), names[r], fill=_INK, font=font, anchor="rm")
         for c, img in enumerate(picked[:cols]):
             arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             if arr.shape[2] == 1:
                 arr = np.repeat(arr, 3, axis=2)
             tile = Image.fromarray(arr).resize((w * scale, h * scale), Image.NEAREST)
-            canvas.paste(tile, (label_w + gap + c * cell_w, y))
-    if caption:
-        draw.text((6, rows * cell_h + gap + 4), caption, fill=_INK, font=cap_font)
+            canvas.paste(tile, (x0 + label_w + gap + c * cell_w, y))
+    draw.text((6, per_block * cell_h + gap + 4), caption, fill=_INK, font=cap_font)
     return np.asarray(canvas)
 
 
