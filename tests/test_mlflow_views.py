@@ -367,7 +367,7 @@ def test_the_mlflow_ui_in_a_real_browser(study: SimpleNamespace, ui: str) -> Non
             _shot(page, "ui_image_card.png")
 
             # report.html in the artifact viewer
-            page.goto(f"{ui}/#/experiments/{exp}/runs/{parent}/artifacts/report.html")
+            page.goto(f"{ui}/#/experiments/{exp}/runs/{parent}/artifacts/report.html?workflowType=machine_learning")
             frame = page.frame_locator("iframe.mlflow-html-iframe")
             expect(frame.get_by_role("heading", name="Leaderboard")).to_be_visible()
             for name in study.by_name:
