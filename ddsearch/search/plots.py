@@ -71,13 +71,14 @@ def optimization_history(ot_study: Any, multi: bool) -> Any:
         for x, y, it in zip(stop_x, stop_y, stop_it):
             ax.annotate(f"it {it}", (x, y), textcoords="offset points", xytext=(6, -12), fontsize=8, color="#555")
     numbers = sorted(done_x + stop_x)
+    ax.margins(x=0.06, y=0.1)
     ax.set_xticks(numbers, [run_name(n) for n in numbers], rotation=30, ha="right", fontsize=8)
     ax.set_xlabel("trial (MLflow run name)")
     ax.set_ylabel(OBJECTIVE)
     ax.set_title("Optimisation history" + (" (first objective)" if multi else ""))
     ax.grid(alpha=0.3)
     if numbers:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best", framealpha=0.8)
     fig.tight_layout()
     return fig
 
@@ -88,15 +89,18 @@ def intermediate_values(ot_study: Any) -> Any:
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    drawn = 0
+    drawn, ticks = 0, set()
     for trial in ot_study.get_trials(deepcopy=False):
         if not trial.intermediate_values:
             continue
         steps = sorted(trial.intermediate_values)
+        ticks.update(steps)
         stopped = trial.state == optuna.trial.TrialState.PRUNED
         ax.plot(steps, [trial.intermediate_values[s] for s in steps], "--" if stopped else "-", marker="o", ms=4,
                 label=run_name(trial.number) + (" (stopped early)" if stopped else ""))
         drawn += 1
+    if 0 < len(ticks) <= 20:
+        ax.set_xticks(sorted(ticks))  # the evaluation points: the steps of the trial runs' val_acc
     ax.set_xlabel("distillation iteration")
     ax.set_ylabel(f"{OBJECTIVE} (checkpoint evaluation)")
     ax.set_title("Intermediate values")
