@@ -38,6 +38,16 @@ def _unnormalised(synset: SyntheticSet) -> torch.Tensor:
     return (images * std + mean).clamp(0, 1)
 
 
+def grid_caption(counts: list[int], max_per_class: int, title: str = "") -> str:
+    """What the grid shows: classes x images, or how many images per class were left out."""
+    largest = max(counts, default=0)
+    shown = sum(min(n, max_per_class) for n in counts)
+    text = f"{len(counts)} classes x {largest} images"
+    if sum(counts) > shown:
+        text = f"showing {max_per_class} of {largest} images per class ({sum(counts) - shown} left out)"
+    return " · ".join(t for t in (title, text) if t)
+
+
 def labelled_grid(
     synset: SyntheticSet,
     title: str = "",
@@ -69,12 +79,7 @@ def labelled_grid(
         names = [synset.class_names[c] if c < len(synset.class_names) else str(c) for c in range(rows)]
         label_w = max(int(font.getlength(n)) for n in names) + 12
         block_w = label_w + cols * cell_w + gap + (12 if blocks > 1 else 0)
-        shown = sum(min(len(p), cols) for p in per_class)
-        total = sum(len(p) for p in per_class)
-        caption = f"{rows} classes x {largest} images"
-        if total > shown:
-            caption = f"showing {cols} of up to {largest} images per class ({total - shown} left out)"
-        caption = " · ".join(t for t in (title, caption) if t)
+        caption = grid_caption([len(p) for p in per_class], cols, title)
         cap_font = _font(max(14, min(22, font_size)))
         cap_h = (cap_font.size if hasattr(cap_font, "size") else 14) + 12
         width = max(blocks * block_w, int(cap_font.getlength(caption)) + 12)

@@ -261,6 +261,31 @@ def test_report_page_holds_every_trial_and_is_self_contained(study: SimpleNamesp
     assert out.read_text() == page  # the same page as the parent run's
 
 
+def test_stop_reasons_name_the_time_budget_or_the_scheduler() -> None:
+    from ddsearch.search.notes import stop_reason
+
+    assert "by the ASHA scheduler" in stop_reason(40, elapsed_s=30.0, time_budget_s=None, scheduler="asha")
+    assert "by the ASHA scheduler" in stop_reason(40, elapsed_s=30.0, time_budget_s=600.0, scheduler="asha")
+    budget = stop_reason(40, elapsed_s=600.5, time_budget_s=600.0, scheduler="asha")
+    assert "time budget (600s)" in budget and "ASHA" not in budget
+
+
+def test_grid_says_how_many_images_were_left_out() -> None:
+    import numpy as np
+    import torch
+
+    from ddsearch.gridview import grid_caption, labelled_grid
+    from ddsearch.synset import SyntheticSet
+
+    full = SyntheticSet(torch.rand(30, 1, 8, 8), torch.arange(3).repeat(10), 3, class_names=["a", "b", "c"])
+    shown = labelled_grid(full, max_per_class=4)  # 10 per class, 4 shown
+    everything = labelled_grid(full)
+    assert max(shown.shape[:2]) >= 512 and max(everything.shape[:2]) >= 512
+    assert shown.dtype == np.uint8 and shown.shape[2] == 3
+    assert grid_caption([10, 10, 10], 4, "step 40") == "step 40 · showing 4 of 10 images per class (18 left out)"
+    assert grid_caption([10, 10, 10], 50) == "3 classes x 10 images"
+
+
 # ---- in a real browser ---------------------------------------------------------------------------
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
