@@ -352,6 +352,15 @@ def describe_experiment(uri: str, experiment_id_: str, text: str) -> None:
     mlflow_client.set_experiment_tag(experiment_id_, "mlflow.experimentKind", "custom_model_development")
 
 
+def experiment_ids(uri: str) -> list[tuple[str, str]]:
+    """(name, id) of the store's experiments, oldest first; [] when it cannot be read."""
+    try:
+        found = client(uri).search_experiments()
+    except Exception:  # noqa: BLE001 - an empty or unreadable store: nothing to list
+        return []
+    return sorted(((e.name, e.experiment_id) for e in found if e.name != "Default"), key=lambda ne: int(ne[1]) if ne[1].isdigit() else 0)
+
+
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     """(step, value) pairs of one metric, by step."""
     return sorted((m.step, m.value) for m in client(uri).get_metric_history(run_id, key))

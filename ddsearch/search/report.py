@@ -100,9 +100,11 @@ def ui_command(args: Any) -> int:
         print(f"ddsearch: warning: binding {host} exposes the MLflow UI (and the ability to change runs) to the "
               f"network without authentication; use the default 127.0.0.1 unless you mean it (MLflow may also "
               f"need MLFLOW_SERVER_ALLOWED_HOSTS for remote browsers)", file=sys.stderr)
-    shown = '127.0.0.1' if host in ('0.0.0.0', '::') else host
-    # MLflow 3 opens on its GenAI views; this address opens the runs (model training) views
-    print(f"MLflow UI on http://{shown}:{port}/#/experiments?workflowType=machine_learning for {uri} (Ctrl+C stops it)")
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    print(f"MLflow UI on {base} for {uri} (Ctrl+C stops it)")
+    # MLflow 3 opens experiments on its GenAI views; these addresses open each one's runs table
+    for name, exp_id in tracking.experiment_ids(uri)[-20:]:
+        print(f"  {name}: {base}/#/experiments/{exp_id}/runs?workflowType=machine_learning")
     # Under the guard, the server stops with this command however it ends (Ctrl+C, SIGTERM, kill).
     guarded = [sys.executable, "-m", "ddsearch.search.guard", str(os.getpid()), "--", *cmd]
     try:
