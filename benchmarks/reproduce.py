@@ -256,7 +256,9 @@ def tune_stage(data: RealData, args: argparse.Namespace, records: Records, base:
         parent_run = tracking.find_study_runs(uri, plan.experiment_name, name)[0]
         parent = parent_run["run_id"]
         board = leaderboard(uri, parent_run["experiment_id"], parent)
-        done = board[board["final"]]
+        # the paper protocol is the final evaluation (final_epochs x final_repeats): final_* columns
+        done = board[board["outcome"] == "finished"].sort_values("final_val_acc", ascending=False)
+        done = done.assign(val_acc=done["final_val_acc"], test_acc=done["final_test_acc"])
         default = done[done["optuna_trial"] == 0]
         if done.empty or default.empty:
             raise SystemExit(f"the {method} tuning study finished no default trial; see `ddsearch report {name}`")

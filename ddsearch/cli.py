@@ -282,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", help="study name or YAML file")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--top", type=_positive_int, default=20)
+    p.add_argument("--html", nargs="?", const="-", default=None, metavar="FILE",
+                   help="also write the study report page (default FILE: <study>-report.html)")
 
     p = add("ui", cmd_ui, "start the MLflow UI on the local store (localhost only by default)")
     p.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 exposes it to the network")

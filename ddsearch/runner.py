@@ -52,7 +52,11 @@ class RunOutcome:
 
 
 class Observer(Protocol):
-    """What a caller hears during a run; every method may be a no-op."""
+    """What a caller hears during a run; every method may be a no-op.
+
+    ``on_start`` (optional) gets the starting set of a fresh run (not of a resumed one), so a
+    logger can show where distillation began.
+    """
 
     def on_losses(self, iteration: int, losses: list[float]) -> None: ...
 
@@ -133,6 +137,8 @@ def run_distillation(
     )
     if resume_state is not None:
         distiller.load_state_dict(resume_state)
+    elif hasattr(observer, "on_start"):
+        observer.on_start(distiller.synset())
     ev = study.evaluation
     total = study.method.iterations
     outcome = RunOutcome(synset=distiller.synset())

@@ -132,7 +132,7 @@ class RunLogger:
     Implements the runner's Observer protocol.
     """
 
-    def __init__(self, run_id: str, uri: str | None = None, grid_per_class: int = 10) -> None:
+    def __init__(self, run_id: str, uri: str | None = None, grid_per_class: int = 50) -> None:
         self.run_id = run_id
         self.client = client(uri)
         self.grid_per_class = grid_per_class
@@ -179,11 +179,35 @@ class RunLogger:
             },
             step=point.iteration,
         )
-        grid = point.synset.grid(max_per_class=self.grid_per_class)
-        self.client.log_image(self.run_id, grid, key="synset_grid", step=point.iteration)
+        self.log_grid(point.synset, point.iteration)
+
+    def on_start(self, synset: SyntheticSet) -> None:
+        """The starting set (real images for ``init: real``) at step 0: the image card's default view."""
+        self.log_grid(synset, 0)
+
+    def log_grid(self, synset: SyntheticSet, step: int | None, title: str = "") -> None:
+        """A labelled grid on the image card's step slider and under a stable name.
+
+        ``grids/step_000120.png`` sorts by step and lines up across runs on the compare page;
+        ``step=None`` writes ``grids/final.png`` only.
+        """
+        from ddsearch.gridview import labelled_grid
+
+        label = title or ("start (step 0)" if step == 0 else f"step {step}" if step is not None else "final")
+        grid = labelled_grid(synset, title=label, max_per_class=self.grid_per_class)
+        if step is not None:
+            self.client.log_image(self.run_id, grid, key="synset_grid", step=step)
+        name = f"grids/step_{step:06d}.png" if step is not None else "grids/final.png"
+        self.client.log_image(self.run_id, grid, artifact_file=name)
 
     def on_final(self, outcome: RunOutcome) -> None:
+        """The final set, its grid and the final evaluation.
+
+        Single-point metrics are logged at step 0, so MLflow draws them as bar charts that
+        compare across runs (as for a study's ``best_*``), not as one dot on a step axis.
+        """
         self.log_synset(outcome.synset)
+        self.log_grid(outcome.synset, None, title=f"final (iteration {outcome.evals[-1].iteration})" if outcome.evals else "final")
         metrics = {"distill_seconds_total": outcome.distill_seconds, "eval_seconds_total": outcome.eval_seconds}
         for row in outcome.table:
             metrics[f"final_val_acc.{row.arch}"] = row.val_mean
@@ -194,7 +218,7 @@ class RunLogger:
             metrics["final_test_acc"] = first.test_mean
             table = pd.DataFrame([row.summary() for row in outcome.table])
             self.client.log_table(self.run_id, table, "cross_arch.json")
-        self.log_metrics(metrics, step=outcome.evals[-1].iteration if outcome.evals else 0)
+        self.log_metrics(metrics, step=0)
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
@@ -352,6 +376,36 @@ def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
 
     mlflow_client = client(uri)
     mlflow_client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+
+NOTE_TAG = "mlflow.note.content"  # MLflow shows it as the run's (or experiment's) description
+
+
+def set_note(uri: str, run_id: str, text: str) -> None:
+    """The run's one-line description in the MLflow UI."""
+    set_tags(uri, run_id, {NOTE_TAG: text})
+
+
+def describe_experiment(uri: str, experiment_id_: str, text: str) -> None:
+    """The experiment's description, and its kind, so the MLflow UI opens on the runs table
+    (MLflow 3 otherwise guesses a GenAI experiment and opens on traces)."""
+    mlflow_client = client(uri)
+    mlflow_client.set_experiment_tag(experiment_id_, NOTE_TAG, text[:5000])
+    mlflow_client.set_experiment_tag(experiment_id_, "mlflow.experimentKind", "custom_model_development")
+
+
+def experiment_ids(uri: str) -> list[tuple[str, str]]:
+    """(name, id) of the store's experiments, oldest first; [] when it cannot be read."""
+    try:
+        found = client(uri).search_experiments()
+    except Exception:  # noqa: BLE001 - an empty or unreadable store: nothing to list
+        return []
+    return sorted(((e.name, e.experiment_id) for e in found if e.name != "Default"), key=lambda ne: int(ne[1]) if ne[1].isdigit() else 0)
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of one metric, by step."""
+    return sorted((m.step, m.value) for m in client(uri).get_metric_history(run_id, key))
 
 
 def delete_tag(uri: str, run_id: str, key: str) -> None:

@@ -48,7 +48,8 @@ def test_distill_run_holds_everything(tmp_path, monkeypatch, capsys) -> None:
     assert "synset.safetensors" in artifacts and "config.json" in artifacts and "cross_arch.json" in artifacts
     grids = [a for a in artifacts if a.startswith("images/synset_grid") and a.endswith(".png")]
     steps = {int(re.search(r"step\D(\d+)", a).group(1)) for a in grids}
-    assert steps == {3, 6}, grids  # one grid per evaluation point, logged with its step
+    assert steps == {0, 3, 6}, grids  # the starting set, then one grid per evaluation point, with its step
+    assert {"grids/step_000000.png", "grids/step_000006.png", "grids/final.png"} <= set(artifacts)
 
     local = client.download_artifacts(run.info.run_id, "synset.safetensors", str(tmp_path))
     synset = SyntheticSet.load(local)

@@ -299,7 +299,7 @@ def test_study_survives_losing_a_worker_node_mid_trial(cluster: Cluster, tmp_pat
     resumed_from = int(run.data.tags["ddsearch.resumed_from_iteration"])
     assert resumed_from >= checkpointed_at > 0, (resumed_from, checkpointed_at)
     assert resumed_from % EVAL_EVERY == 0 and resumed_from < ITERATIONS
-    assert run.data.tags["ddsearch.node_id"] == head_node != worker_node  # retried on the surviving node
+    assert run.data.tags["ddsearch.node"].split()[1] == head_node != worker_node  # retried on the surviving node
     losses = client.get_metric_history(run.info.run_id, "loss")
     steps = [m.step for m in losses]
     assert set(steps) == set(range(1, ITERATIONS + 1)), "the resumed run's loss curve has gaps"

@@ -5,96 +5,15 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from ddsearch import tracking
 from ddsearch.errors import DDSearchError
+from ddsearch.search.leaderboard import finished, leaderboard, outcome_counts, print_leaderboard  # noqa: F401
+from ddsearch.search.notes import column_legend
 from ddsearch.search.guard import run_guarded
-
-
-def _number(value: Any) -> Any:
-    if value is None:
-        return None
-    try:
-        as_float = float(value)
-    except (TypeError, ValueError):
-        return value
-    return int(as_float) if as_float.is_integer() and "." not in str(value) and "e" not in str(value).lower() else as_float
-
-
-def leaderboard(uri: str, experiment: str, parent_run_id: str, keys: list[str] | None = None,
-                metrics: list[str] | None = None) -> pd.DataFrame:
-    """One row per trial run, best validation accuracy first.
-
-    ``val_acc``/``test_acc`` are the final cross-architecture table's first evaluator for trials
-    that finished, else the last checkpoint evaluation (``final`` is False then).
-    """
-    runs = [tracking.run_record(r) for r in tracking.child_runs(uri, experiment, parent_run_id)]
-    if keys is None:
-        parent = tracking.get_run_or_none(uri, parent_run_id)
-        keys = sorted(k.removeprefix("search.") for k in (parent.data.params if parent else {}) if k.startswith("search."))
-    rows = []
-    for run in runs:
-        m, p, t = run["metrics"], run["params"], run["tags"]
-        final = "final_val_acc" in m
-        rows.append({
-            "trial_id": t.get(tracking.TAG_TRIAL_ID, ""),
-            "optuna_trial": _number(t.get(tracking.TAG_OPTUNA)),
-            "status": run["status"],
-            "outcome": t.get(tracking.TAG_OUTCOME, "running" if run["status"] == "RUNNING" else ""),
-            "val_acc": m.get("final_val_acc", m.get("val_acc", math.nan)),
-            "test_acc": m.get("final_test_acc", m.get("test_acc", math.nan)),
-            **{k: _number(p.get(f"method.{k}")) for k in keys},
-            "iteration": int(m["iteration"]) if "iteration" in m else None,
-            "distill_s": m.get("distill_seconds_total", m.get("distill_seconds", math.nan)),
-            "eval_s": m.get("eval_seconds_total", m.get("eval_seconds", math.nan)),
-            "final": final,
-            "attempts": _number(t.get(tracking.TAG_ATTEMPTS, 1)),
-            "node": t.get("ddsearch.node_ip", ""),
-            "run_id": run["run_id"],
-            "note": t.get(tracking.TAG_FAILURE, t.get("ddsearch.stopped", ""))[:120],
-        })
-    columns = ["trial_id", "optuna_trial", "status", "outcome", "val_acc", "test_acc", *keys, "iteration",
-               "distill_s", "eval_s", "final", "attempts", "node", "run_id", "note"]
-    board = pd.DataFrame(rows, columns=columns)
-    if len(board):
-        board["_rank_key"] = board["val_acc"].fillna(-1.0)
-        board = board.sort_values(["final", "_rank_key"], ascending=[False, False]).drop(columns="_rank_key")
-        board.insert(0, "rank", range(1, len(board) + 1))
-        if metrics and len(metrics) > 1 and metrics[1] in ("distill_seconds", "ipc"):
-            board["pareto"] = _pareto(board, "distill_s" if metrics[1] == "distill_seconds" else "ipc")
-    return board.reset_index(drop=True)
-
-
-def _pareto(board: pd.DataFrame, cost: str) -> list[bool]:
-    """Finished trials no other finished trial beats on val_acc (max) and ``cost`` (min)."""
-    done = board[board["final"]]
-    flags = []
-    for _, row in board.iterrows():
-        if not row["final"]:
-            flags.append(False)
-            continue
-        dominated = ((done["val_acc"] >= row["val_acc"]) & (done[cost] <= row[cost])
-                     & ((done["val_acc"] > row["val_acc"]) | (done[cost] < row[cost]))).any()
-        flags.append(not bool(dominated))
-    return flags
-
-
-def print_leaderboard(board: pd.DataFrame, top: int = 20) -> None:
-    if not len(board):
-        print("no trials recorded yet")
-        return
-    shown = board.head(top).drop(columns=["run_id", "final"], errors="ignore")
-    with pd.option_context("display.max_rows", 500, "display.max_columns", 60, "display.width", 250,
-                           "display.max_colwidth", 60):
-        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    if len(board) > top:
-        print(f"... {len(board) - top} more (use --top)")
 
 
 def _locate(args: Any) -> tuple[str, str, str, str | None]:
@@ -131,15 +50,27 @@ def report_command(args: Any) -> int:
     objective = parent["params"].get("objective", "val_acc").split(",")
     board = leaderboard(uri, parent["experiment_id"], parent["run_id"], keys, objective)
     print(f"study '{name}'  parent run {parent['run_id']}  status {parent['status']}  in {uri}")
-    outcomes = board["outcome"].replace("", "unknown").value_counts() if len(board) else {}
-    print(f"trials: {len(board)}" + "".join(f", {count} {what.replace('_', ' ')}" for what, count in dict(outcomes).items()))
+    counts = outcome_counts(board)
+    print(f"trials: {len(board)}" + "".join(f", {n} {what.replace('_', ' ')}" for what, n in counts.items()))
     for key in keys:
         print(f"  search.{key}: {parent['params'][f'search.{key}']}")
     print_leaderboard(board, top=getattr(args, "top", 20))
-    if len(board) and board["final"].any():
-        best = board[board["final"]].iloc[0]
-        print(f"best: trial {best['trial_id']} val_acc {best['val_acc']:.4f} test_acc {best['test_acc']:.4f} "
-              f"(run {best['run_id']})")
+    legend = column_legend(parent["params"])
+    for column in ("val_acc", "final_val_acc"):
+        print(f"  {column}: {legend[column]}")
+    done = finished(board)
+    if len(done):
+        best = done.iloc[0]
+        print(f"best: {best['run']} val_acc {best['val_acc']:.4f} test_acc {best['test_acc']:.4f} "
+              f"(run {best['run_id']}, Ray trial {best['ray_trial_id']})")
+    html = getattr(args, "html", None)
+    if html:
+        from ddsearch.search.report_page import study_report
+
+        page = study_report(uri, parent["experiment_id"], parent["run_id"])
+        path = Path(html if html != "-" else f"{name}-report.html")
+        path.write_text(page, encoding="utf-8")
+        print(f"report page: {path.resolve()} ({len(page.encode()) / 1024:.0f} KiB)")
     return 0
 
 
@@ -171,8 +102,11 @@ def ui_command(args: Any) -> int:
               f"network without authentication; use the default 127.0.0.1 unless you mean it (MLflow may also "
               f"need MLFLOW_SERVER_ALLOWED_HOSTS for remote browsers)", file=sys.stderr)
     check_port_free(host, port)
-    print(f"MLflow UI on http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port} for {uri} (Ctrl+C stops it)",
-          flush=True)
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    print(f"MLflow UI on {base} for {uri} (Ctrl+C stops it)", flush=True)
+    # MLflow 3 opens experiments on its GenAI views; these addresses open each one's runs table
+    for name, exp_id in tracking.experiment_ids(uri)[-20:]:
+        print(f"  {name}: {base}/#/experiments/{exp_id}/runs?workflowType=machine_learning", flush=True)
     # Under the guard, the server stops with this command however it ends (Ctrl+C, SIGTERM, kill).
     code = run_guarded(cmd)
     if code == 130:

@@ -220,11 +220,16 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value = result.get(self.metric) if isinstance(self.metric, str) else None
-        if result.get(FAILED_KEY) or (value is not None and not math.isfinite(value)):
-            return
+        if result.get(FAILED_KEY) or result.get(FINAL_KEY) or (value is not None and not math.isfinite(value)):
+            return  # (the final result repeats the last evaluation, already reported at its iteration)
         if trial_id not in self._ot_trials:  # a trial this searcher never saw (state older than the trial)
             return
         try:
+            step = result.get("iteration")
+            if isinstance(self.metric, str) and isinstance(value, (int, float)) and isinstance(step, int):
+                # steps are distillation iterations, as in MLflow (40/80/120), not Tune's report count
+                self._ot_trials[trial_id].report(float(value), step)
+                return
             super().on_trial_result(trial_id, result)
         except Exception as err:  # noqa: BLE001 - an Optuna hiccup must not end the whole study
             import logging
@@ -243,7 +248,7 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
         elif result and result.get(FAILED_KEY):
             state, reason = optuna.trial.TrialState.FAIL, str(result.get("failure", "failed"))
         elif result is not None and not result.get(FINAL_KEY):
-            state, reason = optuna.trial.TrialState.PRUNED, "stopped before the end (scheduler or time budget)"
+            state, reason = optuna.trial.TrialState.PRUNED, f"stopped early at iteration {result.get('iteration')}"
         if state is None:
             super().on_trial_complete(trial_id, result=result, error=error)
             return
@@ -252,7 +257,7 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
             if state == optuna.trial.TrialState.PRUNED and isinstance(self.metric, str) and result:
                 # The scheduler's stop decision came with this result, which Tune hands to
                 # on_trial_complete only: record it as the pruned trial's last intermediate value.
-                value, step = result.get(self.metric), result.get("training_iteration")
+                value, step = result.get(self.metric), result.get("iteration")
                 if isinstance(value, (int, float)) and math.isfinite(value) and isinstance(step, int):
                     ot_trial.report(float(value), step)
             self._ot_study.tell(ot_trial, state=state)

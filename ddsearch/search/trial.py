@@ -28,6 +28,7 @@ from ddsearch.runner import (
     run_distillation,
     with_resolved_precision,
 )
+from ddsearch.search.notes import trial_note
 from ddsearch.search.space import FAILED_KEY, FINAL_KEY, OPTUNA_NUMBER_KEY
 
 STATE_FILE = "distiller.safetensors"
@@ -52,7 +53,8 @@ def _node() -> dict[str, str]:
         ip = ray.util.get_node_ip_address()
     except Exception:  # noqa: BLE001 - outside Ray (unit tests)
         node_id, ip = "local", "127.0.0.1"
-    return {"ddsearch.node_id": node_id, "ddsearch.node_ip": ip}
+    # one low-key tag ("<ip> <node id>"): where the latest attempt ran
+    return {"ddsearch.node": f"{ip} {node_id}"}
 
 
 class TuneObserver:
@@ -81,6 +83,9 @@ class TuneObserver:
     # ---- Observer protocol ----------------------------------------------------------------
     def on_losses(self, iteration: int, losses: list[float]) -> None:
         self.logger.on_losses(iteration, losses)
+
+    def on_start(self, synset: Any) -> None:
+        self.logger.on_start(synset)
 
     def on_eval(self, point: EvalPoint, state: dict[str, Any]) -> None:
         from ray import tune
@@ -133,12 +138,12 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
     resume_state, meta = load_checkpoint()
     uri = setup.tracking_uri
     name = f"trial-{optuna_number:03d}" if isinstance(optuna_number, int) else f"trial-{trial_id}"
+    # No tracking URI tag: a study's server is temporary, so it would point at nothing later.
     tags = {
         tracking.TAG_STUDY: study.name,
         tracking.TAG_OPTUNA: optuna_number,
-        "ddsearch.trial_name": tune.get_context().get_trial_name(),
-        "ddsearch.tracking_uri": uri,
         "ddsearch.resumed_from_iteration": int(resume_state["iteration"]) if resume_state else 0,
+        tracking.NOTE_TAG: trial_note(name, study.name, searched, "Running."),
         **_node(),
     }
     run_id = tracking.open_trial_run(
@@ -150,7 +155,9 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
     if run is not None:
         already_final = "final_val_acc" in run.data.metrics
     if resume_state is None:
-        logger.log_params(study.flat_params() | {f"search.{k}": v for k, v in searched.items()})
+        # Only the searched settings: the fixed ones are the parent's params (and config.json has
+        # them all). MLflow prints a run's params above its image card; 30 identical ones hid it.
+        logger.log_params({f"method.{k}": v for k, v in searched.items()})
         logger.log_json(study.model_dump(mode="json"), "config.json")
 
     observer = TuneObserver(logger, uri, study, tune.report, already_final)
@@ -162,6 +169,7 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
         if err.last_good is not None:
             logger.log_synset(err.last_good, "last_good_synset.safetensors")
         tracking.fail_run(uri, run_id, str(err), outcome="diverged")
+        tracking.set_note(uri, run_id, trial_note(name, study.name, searched, f"Failed: diverged at iteration {err.iteration}."))
         last = observer.last
         tune.report({
             "val_acc": math.nan, "test_acc": math.nan, "iteration": int(err.iteration),
@@ -179,10 +187,19 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
         tracking.fail_run(uri, run_id, f"{type(err).__name__}: {err}")
         raise
 
+    # val_acc/test_acc keep one meaning everywhere: the checkpoint evaluation, here at the last
+    # iteration (the objective Optuna is told). The final evaluation travels as final_*.
+    last = outcome.evals[-1] if outcome.evals else None
+    val = last.val_acc if last else math.nan
+    test = last.test_acc if last else math.nan
     first = outcome.table[0] if outcome.table else None
-    val = first.val_mean if first else (outcome.evals[-1].val_acc if outcome.evals else math.nan)
-    test = first.test_mean if first else (outcome.evals[-1].test_acc if outcome.evals else math.nan)
-    tracking.set_tags(uri, run_id, {tracking.TAG_OUTCOME: "finished"})
+    note = f"Finished: val_acc {val:.4f} at iteration {study.method.iterations}"
+    if first is not None:
+        note += f", final_val_acc {first.val_mean:.4f}, final_test_acc {first.test_mean:.4f} ({first.arch})"
+    tracking.set_tags(uri, run_id, {tracking.TAG_OUTCOME: "finished",
+                                    tracking.NOTE_TAG: trial_note(name, study.name, searched, note + ".")})
     tracking.set_status(uri, run_id, "FINISHED")
     final = observer.metrics(val, test, study.method.iterations, outcome.distill_seconds, final=True)
+    if first is not None:
+        final |= {"final_val_acc": float(first.val_mean), "final_test_acc": float(first.test_mean)}
     tune.report(final | {"eval_seconds": float(outcome.eval_seconds)})

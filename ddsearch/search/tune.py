@@ -48,6 +48,7 @@ from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.paths import MARKER, check_owner, make_owned_dir, remove_owned_dir
 from ddsearch.search import cluster
+from ddsearch.search.notes import column_legend, describe_study, stop_reason, trial_note
 from ddsearch.search.space import SearchSpace, build_space, make_searcher, reconcile_optuna
 
 STUDY_FILE = "study.json"
@@ -59,6 +60,7 @@ SERVER_LOG = "mlflow-server.log"
 # The callback below runs in the driver; it finds the live tracking URI here (its pickled copy in
 # Tune's experiment state must not pin the URI of a tracking server from an earlier session).
 _ACTIVE: dict[str, tuple[str, str, str]] = {}
+_CONTEXT: dict[str, dict[str, Any]] = {}  # study name, start time, time budget and scheduler: why a trial stopped
 
 
 @dataclass
@@ -320,8 +322,12 @@ def _open_parent(plan: Plan, restored: bool) -> tuple[str, str]:
         if parent.info.status == "RUNNING":
             tracking.set_status(uri, parent.info.run_id, "KILLED")
         parent = None
+    tracking.describe_experiment(uri, experiment, describe_study(plan.study, plan.space.metrics))
     if parent is None:
-        parent_id = tracking.create_study_run(uri, experiment, plan.study.name, {"ddsearch.state_dir": str(plan.state_dir)})
+        parent_id = tracking.create_study_run(uri, experiment, plan.study.name, {
+            "ddsearch.state_dir": str(plan.state_dir),
+            tracking.NOTE_TAG: f"Study {plan.study.name}: running. Its trials are the nested runs below it.",
+        })
         meta = {"store_uri": uri, "experiment_id": experiment, "parent_run_id": parent_id}
         meta_path.write_text(json.dumps(meta, indent=2))
         tracking.log_params(uri, parent_id, _parent_params(plan))
@@ -405,9 +411,15 @@ class RunStatusCallback(Callback):
             elif result.get("final"):
                 tracking.set_status(uri, run.info.run_id, "FINISHED")
             else:
+                ctx = _CONTEXT.get(self.key, {})
+                elapsed = time.monotonic() - ctx["started"] if "started" in ctx else None
+                reason = stop_reason(result.get("iteration", "?"), elapsed, ctx.get("time_budget_s"),
+                                     ctx.get("scheduler", ""))
+                searched = {k.removeprefix("method."): v for k, v in run.data.params.items()}  # the searched ones
+                note = trial_note(run.info.run_name, ctx.get("study", ""), searched,
+                                  f"Stopped early: {reason}; val_acc {result.get('val_acc', float('nan')):.4f} there.")
                 tracking.set_tags(uri, run.info.run_id, {
-                    tracking.TAG_OUTCOME: "stopped_early",
-                    "ddsearch.stopped": f"stopped at iteration {result.get('iteration', '?')} by the scheduler or the time budget",
+                    tracking.TAG_OUTCOME: "stopped_early", "ddsearch.stopped": reason, tracking.NOTE_TAG: note,
                 })
                 tracking.set_status(uri, run.info.run_id, "FINISHED")
         except Exception as err:  # noqa: BLE001 - tracking trouble must not stop the study
@@ -503,6 +515,9 @@ def run_study(plan: Plan, resume: bool = False) -> int:
             key = str(plan.state_dir)
             _ACTIVE[key] = (trial_uri, experiment, parent_id)
             stack.callback(_ACTIVE.pop, key, None)
+            _CONTEXT[key] = {"study": plan.study.name, "started": time.monotonic(),
+                             "time_budget_s": plan.study.budget.time_budget_s, "scheduler": plan.study.scheduler.type}
+            stack.callback(_CONTEXT.pop, key, None)
 
             setup = TrialSetup(plan.study, trial_uri, experiment, parent_id)
             resources = {"cpu": plan.study.resources.cpu, "gpu": plan.study.resources.gpu}
@@ -523,7 +538,7 @@ def run_study(plan: Plan, resume: bool = False) -> int:
             print(f"study '{plan.study.name}' interrupted; `{plan.command('--resume')}` finishes it", file=sys.stderr)
         raise
 
-    from ddsearch.search.report import print_leaderboard
+    from ddsearch.search.leaderboard import print_leaderboard
 
     print_leaderboard(board, top=10)
     report = shlex.join(["ddsearch", "report", plan.study_path if not plan.overrides else plan.study.name])
@@ -581,7 +596,9 @@ def _interrupted(plan: Plan, statuses: dict[str, str], uri: str, experiment: str
 
 def finalize(plan: Plan, statuses: dict[str, str], uri: str, experiment: str, parent_id: str):
     """Close stray runs, reconcile Optuna, log the leaderboard, best config/synset and plots."""
-    from ddsearch.search.report import leaderboard
+    from ddsearch.search.leaderboard import finished, leaderboard, outcome_counts
+    from ddsearch.search.notes import parent_note
+    from ddsearch.search.report_page import study_report
 
     tune_ids = set(statuses)
     for child in tracking.child_runs(uri, experiment, parent_id):
@@ -606,16 +623,24 @@ def finalize(plan: Plan, statuses: dict[str, str], uri: str, experiment: str, pa
     board = leaderboard(uri, experiment, parent_id, list(plan.space.keys), plan.space.metrics)
     tracking.log_table(uri, parent_id, board, "leaderboard.json")
     tracking.log_text(uri, parent_id, board.to_csv(index=False), "leaderboard.csv")
-    finished = board[board["final"]] if len(board) else board
-    counts = board["status"].value_counts().to_dict() if len(board) else {}
-    metrics = {f"trials_{k.lower()}": float(v) for k, v in counts.items()}
-    metrics["trials"] = float(len(board))
-    if len(finished):
-        best = finished.sort_values("val_acc", ascending=False).iloc[0]
+    legend = column_legend(plan.study.flat_params())
+    tracking.log_text(uri, parent_id, json.dumps(legend, indent=2), "leaderboard_columns.json")
+    counts = outcome_counts(board)
+    # step 0: single-point metrics, drawn by MLflow as bar charts; every count says how trials ended
+    metrics = {f"trials_{what}": float(n) for what, n in counts.items()} | {"trials": float(len(board))}
+    done = finished(board)
+    best = None
+    if len(done):
+        best = done.iloc[0]
         metrics |= {"best_val_acc": float(best["val_acc"]), "best_test_acc": float(best["test_acc"])}
+        if not math.isnan(best["final_val_acc"]):
+            metrics |= {"best_final_val_acc": float(best["final_val_acc"]),
+                        "best_final_test_acc": float(best["final_test_acc"])}
         _log_best(plan, uri, parent_id, best)
     tracking.log_metrics(uri, parent_id, metrics)
     _log_plots(plan, uri, parent_id)
+    _safe(lambda: tracking.log_text(uri, parent_id, study_report(uri, experiment, parent_id), "report.html"))
+    tracking.set_note(uri, parent_id, parent_note(plan.study.name, counts, None if best is None else dict(best)))
     tracking.set_tags(uri, parent_id, {"ddsearch.finalized": time.strftime("%Y-%m-%d %H:%M:%S")})
     tracking.set_status(uri, parent_id, "FINISHED")
     return board
@@ -625,15 +650,19 @@ def _log_best(plan: Plan, uri: str, parent_id: str, best: Any) -> None:
     params = {k: _plain(best[k]) for k in plan.space.keys if k in best}
     study = plan.study.with_params(params)
     best_study = study.model_dump(mode="json") | {"name": f"{plan.study.name}-best", "search": {}}
+    legend = column_legend(plan.study.flat_params())
     config = {
-        "study": plan.study.name, "trial_id": best["trial_id"], "optuna_trial": _plain(best["optuna_trial"]),
-        "mlflow_run_id": best["run_id"], "val_acc": float(best["val_acc"]), "test_acc": float(best["test_acc"]),
+        "study": plan.study.name, "run_name": best["run"], "mlflow_run_id": best["run_id"],
+        "ray_trial_id": best["ray_trial_id"], "optuna_trial": _plain(best["optuna_trial"]),
+        "val_acc": float(best["val_acc"]), "test_acc": float(best["test_acc"]),
+        "final_val_acc": float(best["final_val_acc"]), "final_test_acc": float(best["final_test_acc"]),
         "params": params,
+        "metrics": {k: legend[k] for k in ("val_acc", "test_acc", "final_val_acc", "final_test_acc")},
     }
     tracking.log_text(uri, parent_id, json.dumps(config, indent=2, default=str), "best/best_config.json")
     tracking.log_text(uri, parent_id, "# the best trial as a single run: ddsearch distill best_study.yaml\n"
                       + yaml.safe_dump(best_study, sort_keys=False), "best/best_study.yaml")
-    tracking.set_tags(uri, parent_id, {"ddsearch.best_run_id": best["run_id"], "ddsearch.best_trial": best["trial_id"]})
+    tracking.set_tags(uri, parent_id, {"ddsearch.best_run_id": best["run_id"], "ddsearch.best_trial": best["run"]})
     with tempfile.TemporaryDirectory() as tmp:
         try:
             synset = tracking.download_artifact(uri, best["run_id"], "synset.safetensors", tmp)
@@ -643,9 +672,11 @@ def _log_best(plan: Plan, uri: str, parent_id: str, best: Any) -> None:
         best_path = Path(tmp) / "best_synset.safetensors"
         synset.rename(best_path)
         tracking.log_file(uri, parent_id, best_path, "best")
+        from ddsearch.gridview import labelled_grid
         from ddsearch.synset import SyntheticSet
 
-        tracking.log_image(uri, parent_id, SyntheticSet.load(best_path).grid(), "best/best_synset_grid.png")
+        grid = labelled_grid(SyntheticSet.load(best_path), title=f"best: {best['run']}")
+        tracking.log_image(uri, parent_id, grid, "best/best_synset_grid.png")
 
 
 def _plain(value: Any) -> Any:
@@ -657,45 +688,7 @@ def _plain(value: Any) -> Any:
 
 
 def _log_plots(plan: Plan, uri: str, parent_id: str) -> None:
-    """Optuna's plots as PNG: optimisation history, importances, intermediate values, Pareto front."""
-    import warnings
+    """Optuna's plots as PNG, trials named by their run names (see ddsearch.search.plots)."""
+    from ddsearch.search.plots import log_study_plots
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import optuna
-    from optuna.visualization import matplotlib as vis
-
-    from ddsearch.search.space import load_optuna_study
-
-    try:
-        ot_study = load_optuna_study(plan.state_dir / OPTUNA_FILE, plan.study.name)
-    except Exception as err:  # noqa: BLE001
-        print(f"ddsearch: warning: no Optuna study to plot: {err}", file=sys.stderr)
-        return
-    complete = ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    multi = plan.space.multi_objective
-    target = (lambda t: t.values[0]) if multi else None
-    plots: list[tuple[str, Any]] = [
-        ("optimization_history", lambda: vis.plot_optimization_history(ot_study, target=target, target_name="val_acc")),
-        ("param_importances", lambda: vis.plot_param_importances(ot_study, target=target, target_name="val_acc")),
-    ]
-    if not multi:
-        plots.append(("intermediate_values", lambda: vis.plot_intermediate_values(ot_study)))
-    else:
-        plots.append(("pareto_front", lambda: vis.plot_pareto_front(ot_study, target_names=plan.space.metrics)))
-    for name, make in plots:
-        if name == "param_importances" and (len(complete) < 2 or not plan.space.keys):
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                axes = make()
-            figure = axes.figure if hasattr(axes, "figure") else axes[0].figure
-            figure.set_size_inches(8, 5)
-            figure.tight_layout()
-            tracking.log_figure(uri, parent_id, figure, f"plots/{name}.png")
-            plt.close(figure)
-        except Exception as err:  # noqa: BLE001 - e.g. too few trials for importances
-            print(f"ddsearch: warning: plot {name} skipped: {err}", file=sys.stderr)
+    log_study_plots(plan.state_dir / OPTUNA_FILE, plan.study.name, plan.space, uri, parent_id)
