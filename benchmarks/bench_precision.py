@@ -19,6 +19,7 @@ reference style (before) and ddsearch (after).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -186,6 +187,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cpu")
     auto = resolve_precision("auto", device)
+    load_before = os.getloadavg()[0]
     data = load_dataset("mnist", root=data_root(), val_size=5000, device=device, download=False)
     peaks = peak_rates()
 
@@ -223,14 +225,16 @@ def main() -> None:
         r["fraction_of_bf16_conv_peak"] = r["gflops_per_s"] / peaks["conv_bf16"]
     evaluator = bench_evaluator(data, args.eval_epochs, args.fp32_eval_epochs)
     pad = bench_pad(data, args.pad_iters)
-    info = device_info(device)
+    info = device_info(device) | {"load_average_1min_before": load_before, "load_average_1min_after": os.getloadavg()[0]}
     payload = {"benchmark": "precision", "precision_auto": auto, "peaks_gflops": peaks, "gflop_per_datadam_iter": flops / 1e9,
                "datadam": rows, "evaluator": evaluator, "pad": pad, "top_ops": tables, **info}
 
     lines = [
         f"# The CPU fast path ({info['device_name']})",
         "",
-        f"torch {info['torch']}, {info['cpu_threads']} threads, {info['date']}; `precision: auto` resolves to **{auto}** here.",
+        f"torch {info['torch']}, {info['cpu_threads']} threads, {info['date']}; `precision: auto` resolves to **{auto}** here. "
+        f"1-minute load average {load_before:.1f} before and {info['load_average_1min_after']:.1f} after the run "
+        f"(2 cores: above 2 means other work shared them, which slows every row alike).",
         "",
         "## Peak rates in this run",
         "",
