@@ -6,8 +6,10 @@ embedding (a linear-kernel MMD) weighted by ``lambda_mmd``.
 
 Differences from the reference code, all for speed or reproducibility, none for the maths:
 - the networks return their block activations directly (no forward hooks, no clones);
-- one forward pass over all classes for the real batch and one for the synthetic set, with one
-  Siamese DSA draw per iteration shared by real and synthetic images of every class;
+- one Siamese DSA draw per iteration, shared by real and synthetic images of every class;
+- the real branch is per-class statistics streamed in cache-sized chunks without autograd
+  (:func:`real_statistics`), the synthetic set is one forward pass with autograd;
+- the frozen networks compute in the run's precision (bf16 where fast; attention stays fp32);
 - the loss stays on the device and randomness comes from a seeded generator.
 The loss keeps the reference's x100 scale, so ``lr_img`` (eta_S) means what ``--lr_img`` means there.
 """
@@ -210,7 +212,7 @@ def real_statistics(
     blocks = list(net.blocks)
     for index, (conv, norm, act) in enumerate(blocks):
         last = index == len(blocks) - 1
-        out_hw = x.shape[-2] + 2 * conv.padding[0] - 2, x.shape[-1] + 2 * conv.padding[1] - 2
+        out_hw = tuple(size + 2 * pad - kernel + 1 for size, pad, kernel in zip(x.shape[-2:], conv.padding, conv.kernel_size))
         chunk = _chunk_rows(conv.out_channels * out_hw[0] * out_hw[1] * 4, chunk_bytes)
         starts = range(0, n, chunk)
         pre = scale = shift = None
@@ -272,7 +274,9 @@ class DataDAM(Distiller):
             return True
         data = self.data
         rows = data.num_classes * min(self.settings.batch_real, data.min_class_count())
-        first_block_bytes = rows * data.image_size[0] * data.image_size[1] * 128 * 4
+        probe = seeded_network(self.settings.arch, data.channels, data.num_classes, data.image_size, 0)  # RNG untouched
+        width = probe.blocks[0][0].out_channels
+        first_block_bytes = rows * data.image_size[0] * data.image_size[1] * width * 4
         return first_block_bytes >= FUSE_MIN_BYTES
 
     @classmethod

@@ -64,12 +64,12 @@ def train_candidate(arch: str, x: torch.Tensor, y: torch.Tensor, data: RealData,
     """Train ``arch`` on (x, y) ``seeds`` times; a failure is recorded on the score, not raised."""
     score = CandidateScore(arch)
     start = time.perf_counter()
+    precision = resolve_precision(settings.precision, x.device)
     try:
         for r in range(seeds):
             run_seed = seed * 1000 + r
             net = build_network(arch, data, run_seed, x.device)
             train_network(net, x, y, settings, run_seed)
-            precision = resolve_precision(settings.precision, x.device)
             score.acc.append(accuracy(net, data.val_x, data.val_y, precision=precision))
     except Exception as err:  # noqa: BLE001 - one broken candidate must not end a 720-candidate search
         score.error = f"{type(err).__name__}: {err}"
