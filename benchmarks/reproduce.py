@@ -137,7 +137,7 @@ def distilled_set(method: str, ipc: int, data: RealData, args: argparse.Namespac
 
     study = method_study(method, ipc, args)
     settings = study.method.model_dump(mode="json")
-    digest = hashlib.sha256(json.dumps([study.dataset.model_dump(mode="json"), settings, study.seed],
+    digest = hashlib.sha256(json.dumps([study.dataset.model_dump(mode="json"), settings, study.seed, study.precision],
                                        sort_keys=True).encode()).hexdigest()[:16]
     path = Path(args.cache_dir) / f"{data.name}-{method}-ipc{ipc}-{digest}.safetensors"
     info_path = path.with_suffix(".json")
@@ -147,7 +147,7 @@ def distilled_set(method: str, ipc: int, data: RealData, args: argparse.Namespac
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    distiller = create_distiller(study.method, data, seed=study.seed, progress=True)
+    distiller = create_distiller(study.method, data, seed=study.seed, progress=True, precision=study.precision)
     setup = time.perf_counter() - start
     losses: deque[torch.Tensor] = deque(maxlen=10)  # a NaN stays NaN, so the last losses tell
     start = time.perf_counter()
@@ -161,7 +161,7 @@ def distilled_set(method: str, ipc: int, data: RealData, args: argparse.Namespac
     info = {
         "iterations": study.method.iterations, "distill_seconds": seconds, "setup_seconds": setup,
         "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        "final_loss": float(last_losses[-1]), "settings": settings,
+        "final_loss": float(last_losses[-1]), "settings": settings, "precision": distiller.precision,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     synset.save(path)
@@ -201,7 +201,7 @@ def accuracy_stage(data: RealData, args: argparse.Namespace, records: Records, b
             else:
                 synset = control_set(method, ipc, data, args, selector_cache)
             result = evaluate_synset(synset, data, args.arch, settings, repeats=args.repeats, seed=0, progress=True)
-            acc = accuracy_fields(result)
+            acc = accuracy_fields(result) | {"eval_precision": result.precision}
             records.add(key | acc | target_fields(method, ipc, acc["test_acc_mean"]) | base | cost)
             print(f"{method} ipc {ipc}: test {100 * acc['test_acc_mean']:.2f} ± {100 * acc['test_acc_std']:.2f}")
     if "full" in args.methods:
@@ -283,55 +283,94 @@ def pct(value: float | None, std: float | None = None) -> str:
     return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std else "")
 
 
+PAPER_PROTOCOL = (1000, 5)  # evaluator epochs x repeats of the DC/DSA/DM papers
+
+
+def protocol_title(epochs: int, repeats: int) -> str:
+    named = " (the papers' protocol)" if (epochs, repeats) == PAPER_PROTOCOL else " (**reduced** evaluator)"
+    return f"{repeats} × {epochs} epochs{named}"
+
+
+def herding_margin(row: dict[str, Any], herding: dict[str, Any] | None) -> tuple[float, float] | None:
+    """(margin, two combined std) of a distilled row over herding at the same IPC and protocol, in points."""
+    if herding is None:
+        return None
+    margin = row["test_acc_mean"] - herding["test_acc_mean"]
+    return 100 * margin, 200 * math.hypot(row["test_acc_std"] or 0.0, herding["test_acc_std"] or 0.0)
+
+
+def accuracy_table(acc: list[dict[str, Any]], epochs: int, repeats: int) -> list[str]:
+    """One table of test accuracy per method and IPC, for the records of one evaluator protocol."""
+    ipcs = sorted({r["ipc"] for r in acc if r["ipc"] is not None}) or [None]
+    dataset = acc[0]["dataset"].upper() if acc[0]["dataset"] == "mnist" else acc[0]["dataset"]
+    lines = [f"## {dataset} test accuracy (%), ConvNet + DSA, mean ± std over {protocol_title(epochs, repeats)}", "",
+             "| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " | distillation |",
+             "| --- | " + " | ".join("---" for _ in ipcs) + " | --- |"]
+    for method in METHODS:
+        rows = {r["ipc"]: r for r in acc if r["method"] == method}
+        if not rows:
+            continue
+        if method == "full":
+            r = rows[None]
+            lines.append(f"| full training set ({r['train_images']:,} images, {r['epochs']} epochs × {r['repeats']}) | "
+                         + " | ".join(pct(r["test_acc_mean"], r["test_acc_std"]) if i == ipcs[0] else "" for i in ipcs)
+                         + " | – |")
+            continue
+        cells = [pct(rows[i]["test_acc_mean"], rows[i]["test_acc_std"]) if i in rows else "–" for i in ipcs]
+        distill = ", ".join(f"IPC {i}: {rows[i]['iterations']} it" for i in ipcs if i in rows and rows[i].get("iterations"))
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {distill or '–'} |")
+    if (epochs, repeats) == PAPER_PROTOCOL:
+        for paper, figures in PUBLISHED.items():
+            lines.append(f"| {paper} | " + " | ".join(f"{figures[i]}" if i in figures else "–" for i in ipcs) + " | paper |")
+    return lines + [""]
+
+
+def targets_table(acc: list[dict[str, Any]]) -> list[str]:
+    """Each distilled row against its target and against herding (margin > 2 combined std)."""
+    rows = sorted((r for r in acc if "target" in r), key=lambda r: (r["method"], r["ipc"], -r["epochs"]))
+    if not rows:
+        return []
+    lines = ["| method | IPC | evaluator | test acc | target | met | short by (pts) | over herding (pts) | > 2 std |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        herding = next((h for h in acc if h["method"] == "herding" and h["ipc"] == r["ipc"]
+                        and (h["epochs"], h["repeats"]) == (r["epochs"], r["repeats"])), None)
+        versus = herding_margin(r, herding)
+        over = f"{versus[0]:+.2f} (2 std {versus[1]:.2f})" if versus else "–"
+        beats = ("yes" if versus[0] > versus[1] else "**no**") if versus else "–"
+        lines.append(f"| {r['method']} | {r['ipc']} | {r['repeats']} × {r['epochs']} | {pct(r['test_acc_mean'])} | "
+                     f"{pct(r['target'])} | {'yes' if r['target_met'] else '**no**'} | {100 * r['short_by']:.2f} | "
+                     f"{over} | {beats} |")
+    return lines + [""]
+
+
 def markdown(records: list[dict[str, Any]], title: str) -> str:
     acc = [r for r in records if r["stage"] == "accuracy"]
     devices = sorted({r["device"] for r in records})
     lines = [f"# {title}", "", f"Device(s): {', '.join(devices) or '–'}. "
              + ", ".join(sorted({f"torch {r['torch']}" for r in records})) + ".", ""]
-    ipcs = sorted({r["ipc"] for r in acc if r["ipc"] is not None})
+    protocols = sorted({(r["epochs"], r["repeats"]) for r in acc if r["method"] != "full"},
+                       key=lambda p: (p != PAPER_PROTOCOL, -p[0], -p[1]))
+    for epochs, repeats in protocols:
+        lines += accuracy_table([r for r in acc if (r["epochs"], r["repeats"]) == (epochs, repeats)
+                                 or (r["method"] == "full" and (epochs, repeats) == protocols[0])], epochs, repeats)
     if acc:
-        lines += ["## MNIST test accuracy (%), ConvNet evaluator, mean ± std over repeats", "",
-                  "| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " | evaluator | distillation |",
-                  "| --- | " + " | ".join("---" for _ in ipcs) + " | --- | --- |"]
-        for method in METHODS:
-            rows = {r["ipc"]: r for r in acc if r["method"] == method}
-            if not rows:
-                continue
-            if method == "full":
-                r = rows[None]
-                lines.append(f"| full training set ({r['train_images']:,} images) | "
-                             + " | ".join(pct(r["test_acc_mean"], r["test_acc_std"]) if i == ipcs[0] else "" for i in ipcs)
-                             + f" | {r['epochs']} epochs × {r['repeats']} | – |")
-                continue
-            cells = [pct(rows[i]["test_acc_mean"], rows[i]["test_acc_std"]) if i in rows else "–" for i in ipcs]
-            any_row = next(iter(rows.values()))
-            distill = ", ".join(f"IPC {i}: {rows[i]['iterations']} it" for i in ipcs if i in rows and rows[i].get("iterations"))
-            lines.append(f"| {method} | " + " | ".join(cells)
-                         + f" | {any_row['epochs']} epochs × {any_row['repeats']} | {distill or '–'} |")
-        for paper, figures in PUBLISHED.items():
-            lines.append(f"| {paper} | " + " | ".join(f"{figures[i]}" if i in figures else "–" for i in ipcs)
-                         + " | 1000 epochs | paper |")
-        lines += ["", "Source reports at IPC 10: DataDAM " + SOURCE_REPORTS_IPC10["datadam"] + ", PAD "
+        lines += ["Source reports at IPC 10: DataDAM " + SOURCE_REPORTS_IPC10["datadam"] + ", PAD "
                   + SOURCE_REPORTS_IPC10["pad"] + " (20-epoch evaluators, selection on the test set).", ""]
         if any(r["method"] in ("herding", "kcenter") for r in acc):
             lines += ["herding and kcenter select real training images per class in the embedding of a ConvNet "
                       "trained on the real data; both start from the image nearest the class mean, so at IPC 1 "
                       "they pick the same set.", ""]
-        missed = [r for r in acc if "target" in r]
-        if missed:
-            lines += ["| method | IPC | test acc | target | met | short by (pts) |", "| --- | --- | --- | --- | --- | --- |"]
-            for r in sorted(missed, key=lambda r: (r["method"], r["ipc"])):
-                lines.append(f"| {r['method']} | {r['ipc']} | {pct(r['test_acc_mean'])} | {pct(r['target'])} | "
-                             f"{'yes' if r['target_met'] else '**no**'} | {100 * r['short_by']:.2f} |")
-            lines.append("")
+        lines += targets_table(acc)
         cost = [r for r in acc if r.get("distill_seconds") is not None]
         if cost:
-            lines += ["## Distillation cost", "", "| method | IPC | iterations | wall s | s / iteration | peak GPU MB |",
-                      "| --- | --- | --- | --- | --- | --- |"]
-            for r in sorted(cost, key=lambda r: (r["method"], r["ipc"])):
+            lines += ["## Distillation cost", "",
+                      "| method | IPC | iterations | precision | wall s | s / iteration | peak GPU MB |",
+                      "| --- | --- | --- | --- | --- | --- | --- |"]
+            for r in sorted(cost, key=lambda r: (r["method"], r["ipc"], r["iterations"])):
                 mem = f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb") else "– (CPU)"
-                lines.append(f"| {r['method']} | {r['ipc']} | {r['iterations']} | {r['distill_seconds']:.0f} | "
-                             f"{r['distill_seconds'] / r['iterations']:.3f} | {mem} |")
+                lines.append(f"| {r['method']} | {r['ipc']} | {r['iterations']} | {r.get('precision', 'fp32')} | "
+                             f"{r['distill_seconds']:.0f} | {r['distill_seconds'] / r['iterations']:.3f} | {mem} |")
             lines.append("")
     cross = [r for r in records if r["stage"] == "cross"]
     if cross:
@@ -419,7 +458,7 @@ def main() -> None:
     table = markdown(records.items, f"Reproduction table, {data.name} ({name})")
     (out / f"{name}.md").write_text(table + "\n")
     print(table)
-    if name == "reproduce" and Path(args.out_dir).resolve() == RESULTS.resolve():
+    if name in ("reproduce", "reproduce_cpu") and Path(args.out_dir).resolve() == RESULTS.resolve():
         update_readme(table)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -22,6 +23,7 @@ from ddsearch.augment import DSA
 from ddsearch.data import RealData
 from ddsearch.models import seeded_network
 from ddsearch.precision import autocast, resolve_precision
+from ddsearch.repeat_workers import NetworkShape, train_in_workers, worker_count
 from ddsearch.synset import SyntheticSet
 
 
@@ -40,6 +42,9 @@ class TrainSettings:
     batch_repeats: bool | None = None
     # Network compute precision (ddsearch.precision): bf16 under autocast with fp32 master weights.
     precision: str = "auto"
+    # Processes that train repeats side by side (ddsearch.repeat_workers). None: one per core on
+    # CPUs for long trainings, else in-process; 1 forces in-process.
+    workers: int | None = None
 
 
 @dataclass
@@ -142,6 +147,7 @@ def train_network(
     seed: int,
     progress: bool = False,
     desc: str = "train",
+    on_epoch: Callable[[], None] | None = None,
 ) -> nn.Module:
     """Train ``net`` on in-memory tensors with SGD, step decay at half, and per-image DSA."""
     generator = torch.Generator().manual_seed(seed)
@@ -152,6 +158,8 @@ def train_network(
     for _ in tqdm(range(settings.epochs), desc=desc, disable=not progress, leave=False, unit="ep"):
         train_epoch(net, optimizer, x, y, every_row, settings.batch_size, dsa, generator, precision)
         scheduler.step()
+        if on_epoch is not None:
+            on_epoch()
     return net
 
 
@@ -237,8 +245,12 @@ def _repeat_training(
     seeds = [seed * 1000 + r for r in range(repeats)]
     nets = [build_network(arch, data, s, x.device) for s in seeds]
     stack = settings.batch_repeats if settings.batch_repeats is not None else x.device.type == "cuda"
+    workers = worker_count(repeats, settings.epochs * x.shape[0], x.device, settings.workers)
     if repeats > 1 and stack and can_batch(nets[0]):
         train_stacked(nets, x, y, settings, seed, progress, desc=f"{arch} x{repeats}")
+    elif workers > 1:
+        shape = NetworkShape(data.name, data.channels, data.num_classes, data.image_size)
+        train_in_workers(nets, seeds, arch, shape, x, y, settings, workers, progress, desc=f"{arch} x{repeats}")
     else:
         for r, (net, run_seed) in enumerate(zip(nets, seeds)):
             train_network(net, x, y, settings, run_seed, progress, desc=f"{arch} {r + 1}/{repeats}")

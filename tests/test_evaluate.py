@@ -60,3 +60,32 @@ def test_stacked_repeats_train_exactly_like_separate_ones(digits) -> None:
             assert torch.allclose(a, b, atol=1e-5), name
     assert not torch.allclose(stacked[0].state_dict()[next(iter(stacked[0].state_dict()))],
                               stacked[1].state_dict()[next(iter(stacked[1].state_dict()))])
+
+
+def test_repeats_in_worker_processes_train_like_in_process(digits, monkeypatch) -> None:
+    """Two spawned workers must return the weights the in-process path trains from the same seeds."""
+    import ddsearch.evaluate as evaluate
+
+    from ddsearch import repeat_workers
+
+    spied = []
+    real = repeat_workers.train_in_workers
+    monkeypatch.setattr(evaluate, "train_in_workers", lambda *a, **k: spied.append(a[7]) or real(*a, **k))
+    synset = real_subset_synset(digits, 3)
+    settings = dict(epochs=8, lr=0.05, precision="fp32")
+    alone = evaluate_synset(synset, digits, TINY_CONV, TrainSettings(workers=1, **settings), repeats=2, seed=3)
+    spread = evaluate_synset(synset, digits, TINY_CONV, TrainSettings(workers=2, **settings), repeats=2, seed=3)
+    assert spied == [2], "the two-worker run did not go through the worker pool"
+    assert spread.val_acc == alone.val_acc and spread.test_acc == alone.test_acc
+    assert spread.val_acc[0] != spread.val_acc[1] or spread.test_acc[0] != spread.test_acc[1]  # seeds differ
+
+
+def test_worker_count_stays_in_process_where_spawning_cannot_pay() -> None:
+    from ddsearch.repeat_workers import MIN_IMAGE_EPOCHS, worker_count
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    torch_threads = torch.get_num_threads()
+    assert worker_count(5, MIN_IMAGE_EPOCHS, cpu, None) == min(5, torch_threads)
+    assert worker_count(5, MIN_IMAGE_EPOCHS - 1, cpu, None) == 1  # too little work
+    assert worker_count(1, 10**9, cpu, None) == 1 and worker_count(5, 10**9, cuda, None) == 1
+    assert worker_count(5, 10, cpu, 3) == 3 and worker_count(2, 10, cpu, 8) == 2  # an explicit setting wins
