@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--variants", default="sequential,processes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--name", default="evaluate_repeats", help="results file stem (the device kind is appended)")
     args = parser.parse_args()
     device = torch.device(args.device)
     variants = args.variants.split(",")
@@ -79,10 +80,10 @@ def main() -> None:
         *[f"| {r['variant']} | {r['seconds_median']:.1f} | {r['seconds_median'] / args.repeats * 1000 / args.epochs:.0f} s | "
           f"**{r['speedup']:.2f}x** | {r['val_acc_mean']:.4f} |" for r in rows],
         "",
-        "By default ddsearch trains repeats in one process per core on CPUs (for trainings of at least "
-        "20,000 image-epochs) and stacks them under vmap only on GPUs.",
+        "By default ddsearch trains repeats one by one in-process on CPUs (`TrainSettings.workers`, "
+        "`reproduce.py --workers` opt in to processes) and stacks them under vmap only on GPUs.",
     ])
-    write_results(f"evaluate_repeats_{'gpu' if device.type == 'cuda' else 'cpu'}", payload, md)
+    write_results(f"{args.name}_{'gpu' if device.type == 'cuda' else 'cpu'}", payload, md)
 
 
 if __name__ == "__main__":

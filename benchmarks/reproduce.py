@@ -183,7 +183,7 @@ def control_set(method: str, ipc: int, data: RealData, args: argparse.Namespace,
 # ---- stages ---------------------------------------------------------------------------------
 
 def accuracy_stage(data: RealData, args: argparse.Namespace, records: Records, base: dict[str, Any]) -> None:
-    settings = TrainSettings(epochs=args.epochs, dsa_strategy=default_strategy(data.name))
+    settings = TrainSettings(epochs=args.epochs, dsa_strategy=default_strategy(data.name), workers=args.workers)
     selector_cache: dict = {}
     for ipc in args.ipcs:
         for method in args.methods:
@@ -424,6 +424,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="evaluator trainings per set (papers: 5)")
     parser.add_argument("--full-epochs", type=int, default=20)
     parser.add_argument("--full-repeats", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="train evaluator repeats in this many processes (helps on a CPU other work shares)")
     parser.add_argument("--embed-epochs", type=int, default=2, help="training of the selectors' embedding ConvNet")
     parser.add_argument("--cross-ipc", type=int, default=10)
     parser.add_argument("--cross-archs", type=csv(), default=list(CROSS_ARCHS))

@@ -42,8 +42,8 @@ class TrainSettings:
     batch_repeats: bool | None = None
     # Network compute precision (ddsearch.precision): bf16 under autocast with fp32 master weights.
     precision: str = "auto"
-    # Processes that train repeats side by side (ddsearch.repeat_workers). None: one per core on
-    # CPUs for long trainings, else in-process; 1 forces in-process.
+    # Processes that train repeats side by side on a CPU (ddsearch.repeat_workers): a gain only
+    # where other work shares the cores. None or 1: in-process.
     workers: int | None = None
 
 
@@ -245,7 +245,7 @@ def _repeat_training(
     seeds = [seed * 1000 + r for r in range(repeats)]
     nets = [build_network(arch, data, s, x.device) for s in seeds]
     stack = settings.batch_repeats if settings.batch_repeats is not None else x.device.type == "cuda"
-    workers = worker_count(repeats, settings.epochs * x.shape[0], x.device, settings.workers)
+    workers = worker_count(repeats, x.device, settings.workers)
     if repeats > 1 and stack and can_batch(nets[0]):
         train_stacked(nets, x, y, settings, seed, progress, desc=f"{arch} x{repeats}")
     elif workers > 1:

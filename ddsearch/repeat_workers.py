@@ -1,11 +1,11 @@
-"""Train an evaluator's repeats side by side in worker processes, one per CPU core.
+"""Train an evaluator's repeats side by side in worker processes (opt-in, CPU only).
 
-On a small CPU the evaluator's step is a string of memory-bound passes (norm, activation,
-pooling) over modest tensors, which two threads split badly: two single-threaded processes
-each training its own repeat got through more repeats per minute than one two-threaded process
-(``benchmarks/results/evaluate_workers_cpu.md``). GPUs and Ray trials (which own one core each)
-keep the in-process path. Workers are spawned, not forked, so no OpenMP state is inherited;
-they train and hand back weights, and the parent scores every network itself.
+Measured on this project's 2-core CPU (``benchmarks/results/evaluate_repeats*_cpu.md``), two
+one-thread processes train repeats no faster than one two-thread process on a quiet machine
+(0.94-0.96x), but twice as fast when other work shares the cores, where a two-thread process
+stalls at every OpenMP barrier. So the default stays in-process, and ``TrainSettings.workers``
+(``reproduce.py --workers``) opts in on busy machines. Workers are spawned, not forked, so no
+OpenMP state is inherited; they train and hand back weights, and the parent scores every network.
 """
 
 from __future__ import annotations
@@ -21,10 +21,6 @@ from tqdm.auto import tqdm
 
 from ddsearch.errors import DDSearchError
 
-# Below this many image-epochs per repeat the spawn cost (a few seconds) outweighs the gain.
-MIN_IMAGE_EPOCHS = 20_000
-
-
 @dataclass(frozen=True)
 class NetworkShape:
     """What ``build_network`` needs from the data, without sending the data to the workers."""
@@ -35,18 +31,11 @@ class NetworkShape:
     image_size: Any
 
 
-def worker_count(repeats: int, image_epochs: int, device: torch.device, setting: int | None) -> int:
-    """How many processes to train ``repeats`` with: 1 means in-process.
-
-    ``setting`` None picks automatically: CPU only, one worker per intra-op thread this process
-    may use (a Ray trial's budget shows up there), and only for work big enough to pay for
-    starting processes.
-    """
-    if setting is not None:
-        return max(1, min(setting, repeats))
-    if device.type != "cpu" or repeats < 2 or image_epochs < MIN_IMAGE_EPOCHS:
+def worker_count(repeats: int, device: torch.device, setting: int | None) -> int:
+    """How many processes to train ``repeats`` with: 1 (the default) means in-process; CPUs only."""
+    if device.type != "cpu" or not setting:
         return 1
-    return max(1, min(repeats, torch.get_num_threads()))
+    return max(1, min(setting, repeats))
 
 
 _epochs_done: Any = None  # the parent's shared epoch counter, set in each worker at start

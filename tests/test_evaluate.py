@@ -80,12 +80,10 @@ def test_repeats_in_worker_processes_train_like_in_process(digits, monkeypatch) 
     assert spread.val_acc[0] != spread.val_acc[1] or spread.test_acc[0] != spread.test_acc[1]  # seeds differ
 
 
-def test_worker_count_stays_in_process_where_spawning_cannot_pay() -> None:
-    from ddsearch.repeat_workers import MIN_IMAGE_EPOCHS, worker_count
+def test_worker_processes_are_opt_in_and_cpu_only() -> None:
+    from ddsearch.repeat_workers import worker_count
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    torch_threads = torch.get_num_threads()
-    assert worker_count(5, MIN_IMAGE_EPOCHS, cpu, None) == min(5, torch_threads)
-    assert worker_count(5, MIN_IMAGE_EPOCHS - 1, cpu, None) == 1  # too little work
-    assert worker_count(1, 10**9, cpu, None) == 1 and worker_count(5, 10**9, cuda, None) == 1
-    assert worker_count(5, 10, cpu, 3) == 3 and worker_count(2, 10, cpu, 8) == 2  # an explicit setting wins
+    assert worker_count(5, cpu, None) == 1 and worker_count(5, cpu, 1) == 1  # the default: in-process
+    assert worker_count(5, cpu, 3) == 3 and worker_count(2, cpu, 8) == 2  # never more than the repeats
+    assert worker_count(5, cuda, 4) == 1
