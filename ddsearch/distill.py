@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from ddsearch import tracking
 from ddsearch.config import load_study
 from ddsearch.runner import DivergedError, load_study_data, run_distillation, validate_study, with_resolved_precision
+from ddsearch.tracking import store
+from ddsearch.tracking.run_logger import RunLogger
+from ddsearch.tracking.study_runs import DISTILL_KIND, TAG_STUDY, StudyRuns
 
 
 def distill_command(study_path: str, overrides: list[str], tracking_uri: str | None, quiet: bool = False) -> int:
@@ -13,30 +15,27 @@ def distill_command(study_path: str, overrides: list[str], tracking_uri: str | N
     study = with_resolved_precision(study, data.device)
     validate_study(study, data)  # bad settings fail here, before a run exists
 
-    uri = tracking.resolve_tracking_uri(tracking_uri or study.tracking.uri, create=False)
-    tracking.check_reachable(uri)
-    tracking.check_writable(uri)
-    client = tracking.client(uri)
-    experiment = tracking.experiment_id(study.tracking.experiment or study.name, uri)
-    run = client.create_run(experiment, run_name=f"distill-{study.method.name}-ipc{study.method.ipc}",
-                            tags={"ddsearch.kind": "distill", "ddsearch.study": study.name})
-    logger = tracking.RunLogger(run.info.run_id, uri)
+    uri = store.resolve_tracking_uri(tracking_uri or study.tracking.uri, create=False)
+    store.check_reachable(uri)
+    store.check_writable(uri)
+    runs = StudyRuns.in_experiment(uri, study.tracking.experiment or study.name)
+    run_id = runs.create_run(f"distill-{study.method.name}-ipc{study.method.ipc}", DISTILL_KIND, {TAG_STUDY: study.name})
+    logger = RunLogger(run_id, uri)
     logger.log_params(study.flat_params())
     logger.log_json(study.model_dump(mode="json"), "config.json")
-    print(f"MLflow run {run.info.run_id} in {uri}")
+    print(f"MLflow run {run_id} in {uri}")
     try:
         outcome = run_distillation(study, data, observer=logger, progress=not quiet)
     except DivergedError as err:
         if err.last_good is not None:
             logger.log_synset(err.last_good, "last_good_synset.safetensors")
-        tracking.fail_run(uri, run.info.run_id, str(err), outcome="diverged")
+        runs.fail(run_id, str(err), outcome="diverged")
         raise
     except BaseException as err:
-        client.set_tag(run.info.run_id, "ddsearch.failure", f"{type(err).__name__}: {err}")
-        logger.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        runs.fail_after(run_id, err)
         raise
     logger.finish()
     for row in outcome.table:
         print(f"{row.arch:>14}: val {row.val_mean:.4f} ± {row.val_std:.4f}   test {row.test_mean:.4f} ± {row.test_std:.4f}")
-    print(f"distilled in {outcome.distill_seconds:.1f}s, evaluated in {outcome.eval_seconds:.1f}s; run {run.info.run_id}")
+    print(f"distilled in {outcome.distill_seconds:.1f}s, evaluated in {outcome.eval_seconds:.1f}s; run {run_id}")
     return 0

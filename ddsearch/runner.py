@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -18,6 +17,7 @@ from ddsearch.config import Study
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.evaluate import EvalResult, TrainSettings, evaluate_synset
+from ddsearch.events import EvalPoint, NullObserver, Observer, RunOutcome
 from ddsearch.methods import Distiller, create_distiller, validate_method
 from ddsearch.precision import resolve_precision
 from ddsearch.synset import SyntheticSet
@@ -30,50 +30,6 @@ class DivergedError(DDSearchError):
         super().__init__(message)
         self.last_good = last_good
         self.iteration = iteration
-
-
-@dataclass
-class EvalPoint:
-    iteration: int
-    val_acc: float
-    test_acc: float
-    synset: SyntheticSet
-    distill_seconds: float
-    eval_seconds: float
-
-
-@dataclass
-class RunOutcome:
-    synset: SyntheticSet
-    evals: list[EvalPoint] = field(default_factory=list)
-    table: list[EvalResult] = field(default_factory=list)
-    distill_seconds: float = 0.0
-    eval_seconds: float = 0.0
-
-
-class Observer(Protocol):
-    """What a caller hears during a run; every method may be a no-op.
-
-    ``on_start`` (optional) gets the starting set of a fresh run (not of a resumed one), so a
-    logger can show where distillation began.
-    """
-
-    def on_losses(self, iteration: int, losses: list[float]) -> None: ...
-
-    def on_eval(self, point: EvalPoint, state: dict[str, Any]) -> None: ...
-
-    def on_final(self, outcome: RunOutcome) -> None: ...
-
-
-class NullObserver:
-    def on_losses(self, iteration: int, losses: list[float]) -> None:
-        pass
-
-    def on_eval(self, point: EvalPoint, state: dict[str, Any]) -> None:
-        pass
-
-    def on_final(self, outcome: RunOutcome) -> None:
-        pass
 
 
 def resolve_device(name: str) -> torch.device:

@@ -36,36 +36,38 @@ def parallel_from_args(args: argparse.Namespace) -> Parallel | None:
 
 def fetch_proxy(args: argparse.Namespace, uri: str, workdir: Path) -> tuple[Path, str, dict[str, str]]:
     """(local synset file, a description of where it came from, tags for the NAS run)."""
-    from ddsearch import tracking
+    from ddsearch.tracking import lookup, store
+    from ddsearch.tracking.study_runs import TAG_PROXY_RUN, TAG_STUDY
 
     if bool(args.synset) == bool(args.from_study):
         raise DDSearchError("give the proxy set with exactly one of --synset FILE|runs:/<run_id>/synset.safetensors "
                             "and --from-study NAME")
     if args.synset and args.synset.startswith("runs:/"):
-        tracking.parse_runs_uri(args.synset)  # a malformed source is named before the store is looked at
+        lookup.parse_runs_uri(args.synset)  # a malformed source is named before the store is looked at
     if args.from_study or args.synset.startswith("runs:/"):
-        tracking.check_store_exists(uri)
+        store.check_store_exists(uri)
     if args.from_study:
-        best = tracking.best_study_trial(uri, args.from_study, args.study_experiment)
+        best = lookup.best_study_trial(uri, args.from_study, args.study_experiment)
         print(f"study {args.from_study!r}: best trial {best['run_name'] or best['run_id']} "
               f"({best['metric']} {best['score']:.4f})")
-        path = tracking.download_run_artifact(uri, best["source"], workdir)
-        tags = {"ddsearch.study": args.from_study, "ddsearch.proxy_run": best["run_id"]}
+        path = lookup.download_run_artifact(uri, best["source"], workdir)
+        tags = {TAG_STUDY: args.from_study, TAG_PROXY_RUN: best["run_id"]}
         return path, best["source"], tags
     if args.synset.startswith("runs:/"):
-        path = tracking.download_run_artifact(uri, args.synset, workdir)
-        return path, args.synset, {"ddsearch.proxy_run": tracking.parse_runs_uri(args.synset)[0]}
+        path = lookup.download_run_artifact(uri, args.synset, workdir)
+        return path, args.synset, {TAG_PROXY_RUN: lookup.parse_runs_uri(args.synset)[0]}
     return Path(args.synset), str(args.synset), {}
 
 
 def nas_command(args: argparse.Namespace) -> int:
-    from ddsearch import tracking
     from ddsearch.augment import DSA
     from ddsearch.data import load_dataset
     from ddsearch.nas.report import log_outcome, print_table, summary_lines
     from ddsearch.runner import resolve_device
     from ddsearch.paths import check_creatable_dir, check_output_file
     from ddsearch.synset import SynsetHeader, SyntheticSet, check_image_size
+    from ddsearch.tracking import store
+    from ddsearch.tracking.study_runs import NAS_KIND, TAG_DATASET, TAG_PROXY, StudyRuns
 
     settings = settings_from_args(args)  # bad numbers fail before anything is loaded
     candidates = resolve_space(args.space, args.k, args.seed)
@@ -76,8 +78,8 @@ def nas_command(args: argparse.Namespace) -> int:
         from ddsearch.nas.ranking import default_cache_dir
 
         check_creatable_dir(args.cache_dir or default_cache_dir(), "ground-truth cache folder")
-    uri = tracking.resolve_tracking_uri(args.tracking_uri, create=False)  # created once the proxy is checked
-    tracking.check_reachable(uri)
+    uri = store.resolve_tracking_uri(args.tracking_uri, create=False)  # created once the proxy is checked
+    store.check_reachable(uri)
 
     with tempfile.TemporaryDirectory(prefix="ddsearch-nas-") as tmp:
         path, source, tags = fetch_proxy(args, uri, Path(tmp))
@@ -92,14 +94,13 @@ def nas_command(args: argparse.Namespace) -> int:
                             device=resolve_device(args.device))
         proxy = SyntheticSet.load(path, expect=data)  # another dataset or shape: a clear error, before any run
     DSA(settings.strategy(data))
-    tracking.check_writable(uri)
+    store.check_writable(uri)
 
     label = proxy.method or "synset"
     space = args.space if args.space in ("seed22", "grid") else "list"
-    run_id = tracking.create_nas_run(
-        uri, args.experiment, f"nas-{data.name}-{label}-ipc{proxy.ipc}-{space}",
-        tags | {"ddsearch.proxy": source[:4000], "ddsearch.dataset": data.name},
-    )
+    runs = StudyRuns.in_experiment(uri, args.experiment)
+    run_id = runs.create_run(f"nas-{data.name}-{label}-ipc{proxy.ipc}-{space}", NAS_KIND,
+                             tags | {TAG_PROXY: source[:4000], TAG_DATASET: data.name})
     print(f"MLflow run {run_id} in {uri}")
     try:
         outcome = run_nas(proxy, data, candidates, settings, control=not args.no_control, cache_dir=args.cache_dir,
@@ -110,10 +111,9 @@ def nas_command(args: argparse.Namespace) -> int:
                   "device": str(data.device)}
         log_outcome(outcome, uri, run_id, params)
     except BaseException as err:
-        tracking.set_tags(uri, run_id, {tracking.TAG_FAILURE: f"{type(err).__name__}: {err}"})
-        tracking.set_status(uri, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        runs.fail_after(run_id, err)
         raise
-    tracking.set_status(uri, run_id, "FINISHED")
+    runs.finish(run_id)
 
     print_table(outcome)
     print("\n".join(summary_lines(outcome)))

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import errno
-import ipaddress
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from ddsearch import tracking
 from ddsearch.errors import DDSearchError
 from ddsearch.search.leaderboard import finished, leaderboard, outcome_counts, print_leaderboard  # noqa: F401
 from ddsearch.search.notes import column_legend
-from ddsearch.search.guard import run_guarded
+from ddsearch.search.state import recorded_parent
+from ddsearch.tracking import server, store
+from ddsearch.tracking.lookup import find_study_runs
 
 
 def _locate(args: Any) -> tuple[str, str, str, str | None]:
@@ -24,22 +22,17 @@ def _locate(args: Any) -> tuple[str, str, str, str | None]:
         from ddsearch.config import load_study
 
         study = load_study(target)
-        uri = tracking.resolve_tracking_uri(uri_arg or study.tracking.uri, create=False)
-        meta_path = study.resolved_state_dir() / "tracking.json"
-        parent = None
-        if meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
-            if meta.get("store_uri") == uri:
-                parent = meta.get("parent_run_id")
+        uri = store.resolve_tracking_uri(uri_arg or study.tracking.uri, create=False)
+        parent = recorded_parent(study.resolved_state_dir(), uri)
         return uri, study.name, study.tracking.experiment or study.name, parent
-    return tracking.resolve_tracking_uri(uri_arg, create=False), target, target, None
+    return store.resolve_tracking_uri(uri_arg, create=False), target, target, None
 
 
 def report_command(args: Any) -> int:
     uri, name, experiment_name, parent_id = _locate(args)
-    tracking.check_reachable(uri)
-    tracking.check_store_exists(uri)
-    runs = tracking.find_study_runs(uri, experiment_name, name)
+    store.check_reachable(uri)
+    store.check_store_exists(uri)
+    runs = find_study_runs(uri, experiment_name, name)
     if parent_id is not None:
         runs = [r for r in runs if r["run_id"] == parent_id] or runs
     if not runs:
@@ -74,63 +67,28 @@ def report_command(args: Any) -> int:
     return 0
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def ui_command(args: Any) -> int:
     """``mlflow server`` on the local store, bound to 127.0.0.1 unless told otherwise."""
-    uri = tracking.resolve_tracking_uri(getattr(args, "tracking_uri", None))
+    uri = store.resolve_tracking_uri(getattr(args, "tracking_uri", None))
     host, port = args.host, int(args.port)
     if uri.startswith(("http://", "https://")):
         print(f"the tracking store is a server already; open {uri} in a browser")
         return 0
-    tracking.check_reachable(uri)  # an unsupported scheme is one line, not a server traceback
-    paths = tracking.sqlite_store_paths(uri)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port),
-           "--workers", "1"]  # one browser, one worker: fewer processes to start and to stop
-    if paths is not None:
-        paths[1].mkdir(parents=True, exist_ok=True)
-        cmd += ["--default-artifact-root", paths[1].as_uri(), "--no-serve-artifacts"]
-    if not _is_loopback(host):
+    store.check_reachable(uri)  # an unsupported scheme is one line, not a server traceback
+    if not server.is_loopback(host):
         print(f"ddsearch: warning: binding {host} exposes the MLflow UI (and the ability to change runs) to the "
               f"network without authentication; use the default 127.0.0.1 unless you mean it (MLflow may also "
               f"need MLFLOW_SERVER_ALLOWED_HOSTS for remote browsers)", file=sys.stderr)
-    check_port_free(host, port)
+    server.check_port_free(host, port)
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     print(f"MLflow UI on {base} for {uri} (Ctrl+C stops it)", flush=True)
     # MLflow 3 opens experiments on its GenAI views; these addresses open each one's runs table
-    for name, exp_id in tracking.experiment_ids(uri)[-20:]:
+    for name, exp_id in store.experiment_ids(uri)[-20:]:
         print(f"  {name}: {base}/#/experiments/{exp_id}/runs?workflowType=machine_learning", flush=True)
-    # Under the guard, the server stops with this command however it ends (Ctrl+C, SIGTERM, kill).
-    code = run_guarded(cmd)
+    code = server.serve_ui(uri, host, port)
     if code == 130:
         print("MLflow UI stopped", file=sys.stderr)
         return 0
     if code != 0:
         raise DDSearchError(f"the MLflow UI server exited with code {code} (its messages are above)")
     return 0
-
-
-def check_port_free(host: str, port: int) -> None:
-    """One line, before anything starts, when the UI's address cannot be bound."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as err:
-        raise DDSearchError(f"--host {host!r} is not an address of this machine ({err.strerror})") from None
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
-        try:
-            sock.bind(address)
-        except OSError as err:
-            if err.errno == errno.EADDRINUSE:
-                raise DDSearchError(f"port {port} on {host} is already in use; pick another with --port") from None
-            raise DDSearchError(f"cannot listen on {host}:{port} ({err.strerror}); pick another --host/--port") from None
