@@ -151,7 +151,7 @@ def test_space_rejects_what_optuna_or_the_method_cannot_take(search: dict, messa
 
 
 def test_study_keys_table_lists_every_key_with_its_default() -> None:
-    from ddsearch.search.docs import study_keys_markdown
+    from ddsearch.config_docs import study_keys_markdown
 
     text = study_keys_markdown()
     for row in ("| `budget.num_samples` | int | `8` |", "| `method.lambda_mmd` | float | `0.01` |",

@@ -3,7 +3,7 @@
 Rendered from the pydantic schema in :mod:`ddsearch.config` (the single place defaults live), so
 the README cannot drift from the code::
 
-    python -m ddsearch.search.docs > study-keys.md
+    python -m ddsearch.config_docs > study-keys.md
 """
 
 from __future__ import annotations
