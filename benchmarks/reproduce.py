@@ -407,7 +407,7 @@ def main() -> None:
         args.embed_epochs, args.tune_trials = 0, 2
     name = args.name or ("reproduce_quick" if args.quick else "reproduce")
     device = torch.device(args.device)
-    from ddsearch.runner import load_study_data
+    from ddsearch.study_data import load_study_data
 
     data = load_study_data(method_study("datadam", max(args.ipcs), args), device=device)
     info = device_info(device)

@@ -76,7 +76,7 @@ def _print_table(rows: list[dict], columns: list[str] | None = None) -> None:
 
 def _load_data(name: str, root: str | None, image_size: int | None, val_size: float, device: str):
     from ddsearch.data import load_dataset
-    from ddsearch.runner import resolve_device
+    from ddsearch.study_data import resolve_device
 
     return load_dataset(name, root=root, image_size=image_size, val_size=val_size, device=resolve_device(device))
 
@@ -118,7 +118,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ddsearch.evaluate import TrainSettings, evaluate_synset
-    from ddsearch.augment import DSA, default_strategy
+    from ddsearch.augment import DSA, resolve_strategy
     from ddsearch.synset import SynsetHeader, SyntheticSet, check_image_size
 
     header = SynsetHeader.read(args.synset)
@@ -130,7 +130,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         DSA(args.dsa)  # a misspelt strategy fails before the data are loaded
     data = _load_data(dataset, args.data_root, image_size, args.val_size, args.device)
     synset = SyntheticSet.load(args.synset, expect=data)
-    settings = TrainSettings(epochs=args.epochs, lr=args.lr, dsa_strategy=args.dsa or default_strategy(data.name),
+    settings = TrainSettings(epochs=args.epochs, lr=args.lr, dsa_strategy=resolve_strategy(args.dsa or None, data.name),
                              precision=args.precision)
     rows = []
     for arch in args.arch:
@@ -194,13 +194,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_scores(args: argparse.Namespace) -> int:
-    from ddsearch.methods.pad.commands import scores_command
+    from ddsearch.commands.pad_cache import scores_command
 
     return scores_command(args.study, _study_overrides(args))
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
-    from ddsearch.methods.pad.commands import experts_command
+    from ddsearch.commands.pad_cache import experts_command
 
     return experts_command(args.study, _study_overrides(args))
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ddsearch.config import load_study
-from ddsearch.runner import DivergedError, load_study_data, run_distillation, validate_study, with_resolved_precision
+from ddsearch.runner import DivergedError, run_distillation, validate_study, with_resolved_precision
+from ddsearch.study_data import load_study_data
 from ddsearch.tracking import store
 from ddsearch.tracking.run_logger import RunLogger
 from ddsearch.tracking.study_runs import DISTILL_KIND, TAG_STUDY, StudyRuns

@@ -18,7 +18,8 @@ from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.evaluate import EvalResult, TrainSettings, evaluate_synset
 from ddsearch.events import EvalPoint, NullObserver, Observer, RunOutcome
-from ddsearch.methods import Distiller, create_distiller, validate_method
+from ddsearch.methods import create_distiller, validate_method
+from ddsearch.methods.base import Distiller
 from ddsearch.precision import resolve_precision
 from ddsearch.synset import SyntheticSet
 
@@ -32,27 +33,16 @@ class DivergedError(DDSearchError):
         self.iteration = iteration
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DDSearchError("device 'cuda' was asked for but no CUDA GPU is visible; use device: auto or cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def eval_settings(study: Study, final: bool) -> TrainSettings:
     """Evaluator protocol from the study; the DSA strategy matches the distiller's."""
-    from ddsearch.augment import default_strategy
+    from ddsearch.augment import resolve_strategy
 
     ev = study.evaluation
-    strategy = study.method.dsa_strategy
-    if strategy == "auto":
-        strategy = default_strategy(study.dataset.name)
     return TrainSettings(
         epochs=ev.final_epochs if final else ev.epochs,
         lr=ev.lr,
         batch_size=ev.batch_size,
-        dsa_strategy=strategy,
+        dsa_strategy=resolve_strategy(study.method.dsa_strategy, study.dataset.name),
         precision=study.precision,
     )
 
@@ -177,19 +167,3 @@ def validate_study(study: Study, data: RealData) -> None:
 def with_resolved_precision(study: Study, device: torch.device) -> Study:
     """The study with 'auto' precision resolved for ``device``, so logs and synsets name what ran."""
     return study.model_copy(update={"precision": resolve_precision(study.precision, device)})
-
-
-def load_study_data(study: Study, device: torch.device | None = None) -> RealData:
-    """The study's real data on its device (the validation split is what searches optimise)."""
-    from ddsearch.data import load_dataset
-
-    ds = study.dataset
-    return load_dataset(
-        ds.name,
-        root=ds.root,
-        image_size=ds.image_size,
-        val_size=ds.val_size,
-        split_seed=ds.split_seed,
-        device=device or resolve_device(study.device),
-        download=ds.download,
-    )

@@ -63,7 +63,7 @@ def nas_command(args: argparse.Namespace) -> int:
     from ddsearch.augment import DSA
     from ddsearch.data import load_dataset
     from ddsearch.nas.report import log_outcome, print_table, summary_lines
-    from ddsearch.runner import resolve_device
+    from ddsearch.study_data import resolve_device
     from ddsearch.paths import check_creatable_dir, check_output_file
     from ddsearch.synset import SynsetHeader, SyntheticSet, check_image_size
     from ddsearch.tracking import store

@@ -74,7 +74,7 @@ def _check_trials_buildable(study: Study, space: SearchSpace, data: RealData) ->
 def prepare(args: Any) -> Plan:
     import torch
 
-    from ddsearch.runner import load_study_data
+    from ddsearch.study_data import load_study_data
 
     study = load_study(args.study, args.overrides)
     space = build_space(study)

@@ -20,7 +20,8 @@ from typing import Any
 from ddsearch.config import Study
 from ddsearch.data import RealData
 from ddsearch.events import EvalPoint, RunOutcome
-from ddsearch.runner import DivergedError, resolve_device, run_distillation, with_resolved_precision
+from ddsearch.runner import DivergedError, run_distillation, with_resolved_precision
+from ddsearch.study_data import resolve_device
 from ddsearch.search.notes import trial_note
 from ddsearch.search.space import FAILED_KEY, FINAL_KEY, OPTUNA_NUMBER_KEY
 from ddsearch.tracking.run_logger import RunLogger

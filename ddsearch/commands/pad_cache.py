@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
-from ddsearch.config import PADSettings, Study, load_study
+from ddsearch.config import Study, load_study
+from ddsearch.methods.pad.settings import PADSettings
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 
 
 def _load(study_path: str, overrides: list[str] | None) -> tuple[Study, PADSettings, RealData]:
-    from ddsearch.runner import load_study_data
+    from ddsearch.study_data import load_study_data
 
     study = load_study(study_path, overrides or [])
     if study.method.name != "pad" or not isinstance(study.method, PADSettings):
