@@ -233,7 +233,7 @@ def tune_stage(data: RealData, args: argparse.Namespace, records: Records, base:
     """A small search around each method's defaults; trial 0 runs the defaults themselves."""
     from ddsearch.tracking import store
     from ddsearch.tracking.lookup import find_study_runs
-    from ddsearch.search.report import leaderboard
+    from ddsearch.search.leaderboard import leaderboard
     from ddsearch.search.tune import prepare, run_study
 
     for method in (m for m in args.methods if m in DISTILLERS):

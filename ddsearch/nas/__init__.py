@@ -5,7 +5,8 @@
 - :mod:`ddsearch.nas.metrics`  Spearman, Kendall, top-k overlap and regret (with tie rules)
 - :mod:`ddsearch.nas.ranking`  training candidates on the proxy, the random control and real data
 - :mod:`ddsearch.nas.report`   the scatter plot, the summary lines and the MLflow run
-- :mod:`ddsearch.nas.command`  ``ddsearch nas``
+
+``ddsearch nas`` itself is :mod:`ddsearch.commands.nas`.
 
 Library use (no MLflow, no Ray)::
 
@@ -28,7 +29,6 @@ _EXPORTS = {
     "spearman": "metrics", "top_k": "metrics", "top_k_overlap": "metrics",
     "CandidateScore": "ranking", "NASOutcome": "ranking", "Ranking": "ranking", "control_set": "ranking",
     "ground_truth": "ranking", "run_nas": "ranking", "score_candidates": "ranking",
-    "nas_command": "command",
 }
 __all__ = sorted(_EXPORTS)
 

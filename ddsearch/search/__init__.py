@@ -10,7 +10,7 @@ A study's way through, one module per stage (:mod:`ddsearch.search.tune` reads t
 - :mod:`ddsearch.search.finalize` the end: leaderboard, best trial, plots; or the state kept for --resume
 - :mod:`ddsearch.search.space`    study ``search`` -> Optuna distributions, samplers, the Tune searcher
 - :mod:`ddsearch.search.cluster`  Ray: an existing cluster by address, or a local Ray
-- :mod:`ddsearch.search.report`   ``ddsearch report`` (leaderboard) and ``ddsearch ui``
+- :mod:`ddsearch.search.leaderboard`, :mod:`.notes`, :mod:`.plots`, :mod:`.report_page`  what a study shows
 - :mod:`ddsearch.search.parallel` Ray task fan-out used by ``ddsearch nas``
 
 Nothing here is imported by the library's core; only this package imports Ray.

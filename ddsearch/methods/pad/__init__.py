@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ddsearch.methods.pad.settings import PADSettings  # noqa: F401 - the package's light export
+from ddsearch.methods.pad.settings import PADSettings  # noqa: F401 - the one eager export: no torch
 
 _EXPORTS = {
     "PAD": "matching", "matching_loss": "matching",

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
-from ddsearch.config import load_study
-from ddsearch.runner import DivergedError, run_distillation, validate_study, with_resolved_precision
-from ddsearch.study_data import load_study_data
-from ddsearch.tracking import store
-from ddsearch.tracking.run_logger import RunLogger
-from ddsearch.tracking.study_runs import DISTILL_KIND, TAG_STUDY, StudyRuns
+import argparse
+from typing import Any
+
+from ddsearch.commands._args import add_command, add_study_args, study_overrides
 
 
-def distill_command(study_path: str, overrides: list[str], tracking_uri: str | None, quiet: bool = False) -> int:
-    study = load_study(study_path, overrides)
+def add_parser(subparsers: Any) -> None:
+    p = add_command(subparsers, "distill", run, "run one distillation with fixed settings (no Ray) and log it to MLflow")
+    add_study_args(p)
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI or ./mlruns)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ddsearch.config import load_study
+    from ddsearch.runner import DivergedError, run_distillation, validate_study, with_resolved_precision
+    from ddsearch.study_data import load_study_data
+    from ddsearch.tracking import store
+    from ddsearch.tracking.run_logger import RunLogger
+    from ddsearch.tracking.study_runs import DISTILL_KIND, TAG_STUDY, StudyRuns
+
+    study = load_study(args.study, study_overrides(args))
     data = load_study_data(study)
     study = with_resolved_precision(study, data.device)
     validate_study(study, data)  # bad settings fail here, before a run exists
 
-    uri = store.resolve_tracking_uri(tracking_uri or study.tracking.uri, create=False)
+    uri = store.resolve_tracking_uri(args.tracking_uri or study.tracking.uri, create=False)
     store.check_reachable(uri)
     store.check_writable(uri)
     runs = StudyRuns.in_experiment(uri, study.tracking.experiment or study.name)
@@ -26,7 +38,7 @@ def distill_command(study_path: str, overrides: list[str], tracking_uri: str | N
     logger.log_json(study.model_dump(mode="json"), "config.json")
     print(f"MLflow run {run_id} in {uri}")
     try:
-        outcome = run_distillation(study, data, observer=logger, progress=not quiet)
+        outcome = run_distillation(study, data, observer=logger, progress=not args.quiet)
     except DivergedError as err:
         if err.last_good is not None:
             logger.log_synset(err.last_good, "last_good_synset.safetensors")

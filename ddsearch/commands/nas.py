@@ -6,13 +6,64 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from ddsearch.commands._args import add_command, add_precision_arg, non_negative_int, positive_float, positive_int
 from ddsearch.errors import DDSearchError
-from ddsearch.nas.ranking import NASSettings, Parallel, run_nas
-from ddsearch.nas.spaces import resolve_space
+
+if TYPE_CHECKING:
+    from ddsearch.nas.ranking import NASSettings, Parallel
+
+
+def add_parser(subparsers: Any) -> None:
+    p = add_command(subparsers, "nas", run, "rank architectures on a distilled proxy set; compare with full-data training")
+    from ddsearch.nas.settings import NASSettings as _NAS  # the protocol's defaults live there (no torch)
+
+    proxy = p.add_argument_group("proxy set (exactly one)")
+    proxy.add_argument("--synset", default=None, help="a synset file, or runs:/<run_id>/synset.safetensors")
+    proxy.add_argument("--from-study", default=None, metavar="NAME", help="the synset of this study's best trial")
+    proxy.add_argument("--study-experiment", default=None, help="MLflow experiment of the study (default: search all)")
+    space = p.add_argument_group("candidates")
+    space.add_argument("--space", default="seed22", help="seed22, grid, or a comma-separated list of architectures")
+    space.add_argument("--k", type=non_negative_int, default=20, help="candidates drawn from the grid (0: all 720)")
+    protocol = p.add_argument_group("protocol")  # NASSettings validates these (its defaults live there)
+    protocol.add_argument("--epochs", type=int, default=_NAS.epochs, help="training epochs on the proxy and the control")
+    protocol.add_argument("--seeds", type=int, default=_NAS.seeds, help="trainings per candidate (mean val accuracy)")
+    protocol.add_argument("--lr", type=float, default=_NAS.lr, help="SGD lr (a learned lr in the proxy wins)")
+    protocol.add_argument("--ignore-learned-lr", action="store_true")
+    protocol.add_argument("--batch-size", type=int, default=_NAS.batch_size)
+    protocol.add_argument("--dsa", default=_NAS.dsa_strategy, help="DSA strategy; auto: by dataset; none: off")
+    protocol.add_argument("--no-control", action="store_true", help="skip the random real subset of the same size")
+    protocol.add_argument("--truth-epochs", type=int, default=_NAS.truth_epochs,
+                          help="real-data epochs for the ground truth (0: no ground truth)")
+    protocol.add_argument("--truth-seeds", type=int, default=_NAS.truth_seeds)
+    protocol.add_argument("--truth-train-size", type=int, default=_NAS.truth_train_size,
+                          help="real training images for the ground truth (0: the whole training split)")
+    protocol.add_argument("--truth-batch-size", type=int, default=_NAS.truth_batch_size)
+    protocol.add_argument("--top-k", type=int, default=_NAS.top_k, help="k of the top-k overlap")
+    protocol.add_argument("--seed", type=int, default=_NAS.seed, help="network inits, control subset, grid draw")
+    protocol.add_argument("--cache-dir", default=None, help="ground-truth cache (default: $DDSEARCH_CACHE or ~/.cache/ddsearch)")
+    protocol.add_argument("--no-cache", action="store_true", help="retrain the ground truth; do not write the cache")
+    running = p.add_argument_group("running")
+    running.add_argument("--parallel", action="store_true", help="train candidates as Ray tasks")
+    running.add_argument("--cpus-per-task", type=positive_float, default=1.0)
+    running.add_argument("--gpus-per-task", type=float, default=None, help="fraction of a GPU per task (default 0.25 with CUDA)")
+    running.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
+    running.add_argument("--dataset", default=None, help="defaults to the dataset recorded in the synset")
+    running.add_argument("--data-root", default=None)
+    running.add_argument("--image-size", type=positive_int, default=None, help="resize the real data (default: native size)")
+    running.add_argument("--val-size", type=positive_float, default=0.1, help="validation split: fraction (<1) or count")
+    running.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_precision_arg(running, default="auto", what="auto")
+    running.add_argument("--tracking-uri", default=None, help="MLflow URI (default: $MLFLOW_TRACKING_URI or ./mlruns)")
+    running.add_argument("--experiment", default="nas", help="MLflow experiment of the NAS run")
+    running.add_argument("--json", default=None, help="also write the full result to this JSON file")
+    running.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def settings_from_args(args: argparse.Namespace) -> NASSettings:
+    from ddsearch.nas.settings import NASSettings
+
     return NASSettings(
         epochs=args.epochs, seeds=args.seeds, lr=args.lr, batch_size=args.batch_size, dsa_strategy=args.dsa,
         use_learned_lr=not args.ignore_learned_lr, truth_epochs=args.truth_epochs, truth_seeds=args.truth_seeds,
@@ -25,6 +76,8 @@ def parallel_from_args(args: argparse.Namespace) -> Parallel | None:
     if not args.parallel:
         return None
     import torch
+
+    from ddsearch.nas.settings import Parallel
 
     gpus = args.gpus_per_task
     if gpus is None:
@@ -59,10 +112,12 @@ def fetch_proxy(args: argparse.Namespace, uri: str, workdir: Path) -> tuple[Path
     return Path(args.synset), str(args.synset), {}
 
 
-def nas_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from ddsearch.augment import DSA
     from ddsearch.data import load_dataset
+    from ddsearch.nas.ranking import run_nas
     from ddsearch.nas.report import log_outcome, print_table, summary_lines
+    from ddsearch.nas.spaces import resolve_space
     from ddsearch.study_data import resolve_device
     from ddsearch.paths import check_creatable_dir, check_output_file
     from ddsearch.synset import SynsetHeader, SyntheticSet, check_image_size

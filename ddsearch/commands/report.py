@@ -1,21 +1,29 @@
-"""``ddsearch report STUDY`` (the leaderboard, from MLflow) and ``ddsearch ui`` (the MLflow UI)."""
+"""``ddsearch report STUDY [--html [FILE]]``: a study's leaderboard from MLflow (no Ray, no torch)."""
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 from typing import Any
 
+from ddsearch.commands._args import add_command, positive_int
 from ddsearch.errors import DDSearchError
-from ddsearch.search.leaderboard import finished, leaderboard, outcome_counts, print_leaderboard  # noqa: F401
-from ddsearch.search.notes import column_legend
-from ddsearch.search.state import recorded_parent
-from ddsearch.tracking import server, store
-from ddsearch.tracking.lookup import find_study_runs
+
+
+def add_parser(subparsers: Any) -> None:
+    p = add_command(subparsers, "report", run, "print a study's leaderboard from MLflow")
+    p.add_argument("study", help="study name or YAML file")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--top", type=positive_int, default=20)
+    p.add_argument("--html", nargs="?", const="-", default=None, metavar="FILE",
+                   help="also write the study report page (default FILE: <study>-report.html)")
 
 
 def _locate(args: Any) -> tuple[str, str, str, str | None]:
     """(tracking URI, study name, experiment name, parent run id or None) for a name or a YAML."""
+    from ddsearch.search.state import recorded_parent
+    from ddsearch.tracking import store
+
     target = str(args.study)
     uri_arg = getattr(args, "tracking_uri", None)
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
@@ -28,7 +36,12 @@ def _locate(args: Any) -> tuple[str, str, str, str | None]:
     return store.resolve_tracking_uri(uri_arg, create=False), target, target, None
 
 
-def report_command(args: Any) -> int:
+def run(args: argparse.Namespace) -> int:
+    from ddsearch.search.leaderboard import finished, leaderboard, outcome_counts, print_leaderboard
+    from ddsearch.search.notes import column_legend
+    from ddsearch.tracking import store
+    from ddsearch.tracking.lookup import find_study_runs
+
     uri, name, experiment_name, parent_id = _locate(args)
     store.check_reachable(uri)
     store.check_store_exists(uri)
@@ -64,31 +77,4 @@ def report_command(args: Any) -> int:
         path = Path(html if html != "-" else f"{name}-report.html")
         path.write_text(page, encoding="utf-8")
         print(f"report page: {path.resolve()} ({len(page.encode()) / 1024:.0f} KiB)")
-    return 0
-
-
-def ui_command(args: Any) -> int:
-    """``mlflow server`` on the local store, bound to 127.0.0.1 unless told otherwise."""
-    uri = store.resolve_tracking_uri(getattr(args, "tracking_uri", None))
-    host, port = args.host, int(args.port)
-    if uri.startswith(("http://", "https://")):
-        print(f"the tracking store is a server already; open {uri} in a browser")
-        return 0
-    store.check_reachable(uri)  # an unsupported scheme is one line, not a server traceback
-    if not server.is_loopback(host):
-        print(f"ddsearch: warning: binding {host} exposes the MLflow UI (and the ability to change runs) to the "
-              f"network without authentication; use the default 127.0.0.1 unless you mean it (MLflow may also "
-              f"need MLFLOW_SERVER_ALLOWED_HOSTS for remote browsers)", file=sys.stderr)
-    server.check_port_free(host, port)
-    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    print(f"MLflow UI on {base} for {uri} (Ctrl+C stops it)", flush=True)
-    # MLflow 3 opens experiments on its GenAI views; these addresses open each one's runs table
-    for name, exp_id in store.experiment_ids(uri)[-20:]:
-        print(f"  {name}: {base}/#/experiments/{exp_id}/runs?workflowType=machine_learning", flush=True)
-    code = server.serve_ui(uri, host, port)
-    if code == 130:
-        print("MLflow UI stopped", file=sys.stderr)
-        return 0
-    if code != 0:
-        raise DDSearchError(f"the MLflow UI server exited with code {code} (its messages are above)")
     return 0
