@@ -12,7 +12,7 @@ from ddsearch.commands._args import add_command, add_precision_arg, non_negative
 from ddsearch.errors import DDSearchError
 
 if TYPE_CHECKING:
-    from ddsearch.nas.ranking import NASSettings, Parallel
+    from ddsearch.nas.settings import NASSettings, Parallel
 
 
 def add_parser(subparsers: Any) -> None:
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, "--json file")  # before the search, not after it
     if settings.truth_epochs > 0 and not args.no_cache:
-        from ddsearch.nas.ranking import default_cache_dir
+        from ddsearch.nas.truth import default_cache_dir
 
         check_creatable_dir(args.cache_dir or default_cache_dir(), "ground-truth cache folder")
     uri = store.resolve_tracking_uri(args.tracking_uri, create=False)  # created once the proxy is checked
