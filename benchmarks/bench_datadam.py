@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import data_root, device_info, sync, write_results
-from ddsearch.config import DataDAMSettings
+from ddsearch.methods.datadam import DataDAMSettings
 from ddsearch.data import load_dataset
 import torch.nn.functional as F
 

@@ -40,7 +40,7 @@ def proxy_dir(cache: Path) -> Path:
 
 def make_datadam_proxy(data: RealData, iterations: int, batch_real: int, cache: Path) -> tuple[Path, dict]:
     """A short CPU DataDAM distillation of MNIST at IPC 10 (reduced: the paper runs 20k iterations)."""
-    from ddsearch.config import DataDAMSettings
+    from ddsearch.methods.datadam import DataDAMSettings
     from ddsearch.methods import create_distiller
 
     path = proxy_dir(cache) / f"mnist-datadam-ipc10-it{iterations}-b{batch_real}.safetensors"
@@ -97,7 +97,7 @@ def make_pad_proxy(data: RealData, iterations: int, cache: Path, per_class: int)
     if path.is_file() and info_path.is_file():
         return path, json.loads(info_path.read_text())
     try:
-        from ddsearch.config import PADSettings
+        from ddsearch.methods.pad import PADSettings
         from ddsearch.methods import create_distiller
 
         settings = PADSettings(iterations=iterations, cache_dir=str(cache), **PAD_CPU)

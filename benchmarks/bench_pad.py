@@ -31,7 +31,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _settings(args: argparse.Namespace, cache: str, **overrides):
-    from ddsearch.config import PADSettings
+    from ddsearch.methods.pad import PADSettings
 
     base = dict(
         ipc=args.ipc, iterations=1000, arch=args.arch, num_experts=args.experts,

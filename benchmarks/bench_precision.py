@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench_datadam import NaiveDataDAM
 from common import data_root, device_info, write_results
 from ddsearch.augment import default_strategy
-from ddsearch.config import DataDAMSettings
+from ddsearch.methods.datadam import DataDAMSettings
 from ddsearch.data import load_dataset
 from ddsearch.evaluate import TrainSettings, build_network, train_network
 from ddsearch.methods.datadam import DataDAM, attention_matching_loss
@@ -159,7 +159,7 @@ def bench_pad(data, iters: int, per_class: int = 500) -> list[dict]:
     trained on a ``per_class`` part of the training split (1 expert, 3 epochs: the speed, not the
     accuracy, is measured here)."""
     from bench_nas import PAD_CPU, train_part
-    from ddsearch.config import PADSettings
+    from ddsearch.methods.pad import PADSettings
     from ddsearch.methods import create_distiller
 
     part = train_part(data, per_class)

@@ -18,7 +18,7 @@ import torch
 
 from common import data_root, device_info, write_results
 from ddsearch.augment import default_strategy
-from ddsearch.config import DataDAMSettings
+from ddsearch.methods.datadam import DataDAMSettings
 from ddsearch.data import load_dataset
 from ddsearch.evaluate import TrainSettings, evaluate_synset
 from ddsearch.methods import create_distiller

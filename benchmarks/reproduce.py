@@ -231,8 +231,9 @@ def cross_stage(data: RealData, args: argparse.Namespace, records: Records, base
 
 def tune_stage(data: RealData, args: argparse.Namespace, records: Records, base: dict[str, Any]) -> None:
     """A small search around each method's defaults; trial 0 runs the defaults themselves."""
-    from ddsearch import tracking
-    from ddsearch.search.report import leaderboard
+    from ddsearch.tracking import store
+    from ddsearch.tracking.lookup import find_study_runs
+    from ddsearch.search.leaderboard import leaderboard
     from ddsearch.search.tune import prepare, run_study
 
     for method in (m for m in args.methods if m in DISTILLERS):
@@ -245,7 +246,7 @@ def tune_stage(data: RealData, args: argparse.Namespace, records: Records, base:
             continue
         name = f"reproduce_{data.name}_{method}_ipc{ipc}"
         state = Path(args.cache_dir) / "tune" / name
-        uri = args.tracking_uri or tracking.resolve_tracking_uri(None)
+        uri = args.tracking_uri or store.resolve_tracking_uri(None)
         overrides = study_overrides(method, ipc, args) + [
             f"name={name}", f"state_dir={state}", f"budget.num_samples={args.tune_trials}",
             f"method.iterations={study.method.iterations}", f"evaluators=[{study.evaluation.arch}]"]
@@ -253,7 +254,7 @@ def tune_stage(data: RealData, args: argparse.Namespace, records: Records, base:
         started = time.perf_counter()
         if run_study(plan, resume=True) != 0:
             raise SystemExit(f"the {method} tuning study was interrupted; run again to resume it")
-        parent_run = tracking.find_study_runs(uri, plan.experiment_name, name)[0]
+        parent_run = find_study_runs(uri, plan.experiment_name, name)[0]
         parent = parent_run["run_id"]
         board = leaderboard(uri, parent_run["experiment_id"], parent)
         # the paper protocol is the final evaluation (final_epochs x final_repeats): final_* columns
@@ -447,7 +448,7 @@ def main() -> None:
         args.embed_epochs, args.tune_trials = 0, 2
     name = args.name or ("reproduce_quick" if args.quick else "reproduce")
     device = torch.device(args.device)
-    from ddsearch.runner import load_study_data
+    from ddsearch.study_data import load_study_data
 
     data = load_study_data(method_study("datadam", max(args.ipcs), args), device=device)
     info = device_info(device)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ddsearch.errors import DDSearchError, suggest
 
-__all__ = ["DSA", "DSAParams", "FAMILIES", "default_strategy"]
+__all__ = ["DSA", "DSAParams", "FAMILIES", "default_strategy", "resolve_strategy"]
 
 FAMILIES: tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
 _DIGIT_DATASETS = frozenset({"digits", "mnist"})
@@ -62,6 +62,14 @@ def default_strategy(dataset_name: str) -> str:
     if dataset_name.lower() in _DIGIT_DATASETS:
         return "color_crop_cutout_scale_rotate"
     return "color_crop_cutout_flip_scale_rotate"
+
+
+def resolve_strategy(strategy: str | None, dataset_name: str) -> str:
+    """The strategy a study or flag names, with 'auto' (or none given) as the data set's default.
+
+    The one place that rule lives: distillers, evaluators, PAD's scores and NAS all ask here.
+    """
+    return default_strategy(dataset_name) if strategy is None or strategy == "auto" else strategy
 
 
 # --- random numbers: drawn on CPU from the generator, then moved to the images' device ----------

@@ -1,7 +1,9 @@
 """The study schema: the single place where every default lives.
 
 A study YAML is validated here; errors name the field path (``method.lambda_mmd``) and suggest
-the closest key for typos. ``--set a.b=value`` overrides are applied before validation.
+the closest key for typos. ``--set a.b=value`` overrides are applied before validation. Each
+method's settings live in its own package; the ``method`` section accepts every method that
+:mod:`ddsearch.methods.registry` names.
 """
 
 from __future__ import annotations
@@ -12,23 +14,18 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from ddsearch.errors import DDSearchError, suggest
+from ddsearch.methods.registry import settings_classes
 from ddsearch.paths import check_input_file
+from ddsearch.strict import Strict as _Strict
 from ddsearch.yamlio import load_yaml, read_yaml_file
 
 # A study name becomes a folder name (state_dir/ray/<name>) and an MLflow experiment: a plain
 # identifier, never a path, so that no study can point ddsearch at a folder outside its own.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
-# DSA transform families (ddsearch.augment implements them; a test keeps the two in step).
-DSA_FAMILIES = ("color", "crop", "cutout", "flip", "scale", "rotate")
-
-
-class _Strict(BaseModel):
-    """Unknown keys are errors: a typo must never silently fall back to a default."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DatasetConfig(_Strict):
@@ -48,133 +45,15 @@ class DatasetConfig(_Strict):
         return value
 
 
-class MethodBase(_Strict):
-    """Settings every distiller shares."""
-
-    ipc: int = Field(10, gt=0, description="images per class")
-    iterations: int = Field(1000, gt=0, description="distillation iterations")
-    init: Literal["real", "noise"] = "real"
-    lr_img: float = Field(1.0, gt=0, description="eta_S: learning rate of the synthetic images")
-    arch: str = Field("ConvNet", description="network used for distillation")
-    dsa_strategy: str = Field("auto", description="DSA strategy; 'auto' leaves out flip for digit datasets")
-
-    @field_validator("dsa_strategy")
-    @classmethod
-    def _known_strategy(cls, value: str) -> str:
-        check_dsa_strategy(value)
-        return value
+DEFAULT_METHOD = "datadam"
 
 
-class DataDAMSettings(MethodBase):
-    """Attention matching (Sajedi et al., ICCV 2023).
-
-    The loss keeps the reference code's x100 scale, so ``lr_img`` is the same number as the
-    reference ``--lr_img`` (1 for IPC <= 50 in the paper).
-    """
-
-    name: Literal["datadam"] = "datadam"
-    arch: str = Field("ConvNetBN", description="distillation network; batch norm as the authors advise")
-    batch_real: int = Field(128, gt=0, description="real images per class per iteration")
-    lambda_mmd: float = Field(0.01, ge=0, description="weight of the last-layer (linear-kernel MMD) term")
-    p: float = Field(4.0, gt=0, description="power of the spatial attention sum |f_c|^p")
-    momentum: float = Field(0.5, ge=0, lt=1)
-    loss_scale: float = Field(100.0, gt=0, description="the reference code's loss multiplier")
-    channels_last: bool = Field(True, description="run the matching network in channels-last memory format (faster convolutions)")
-    fuse: Literal["auto", "on", "off"] = Field(
-        "auto", description="compile the real branch's per-chunk kernels with torch.compile ('auto': for large real batches)"
-    )
+def _method_union() -> Any:
+    """The ``method`` section's type: every registered settings class, told apart by ``name``."""
+    return Annotated[Union[tuple(settings_classes().values())], Field(discriminator="name")]
 
 
-class PADSettings(MethodBase):
-    """Prioritize Alignment in Dataset Distillation (Li et al., 2024): trajectory matching.
-
-    Experts train on a difficulty-scheduled real set (easy first, hard added, easiest dropped late);
-    the synthetic set is trained so that ``syn_steps`` student steps from the expert's epoch ``t``
-    land near its epoch ``t + expert_epochs``, measured on the deep ``1 - alpha`` of the parameters.
-    """
-
-    name: Literal["pad"] = "pad"
-    lr_img: float = Field(100.0, gt=0, description="eta_S: learning rate of the synthetic images")
-    lr_lr: float = Field(1e-5, ge=0, description="learning rate of the learnable student lr (0 keeps it fixed)")
-    lr_y: float = Field(2.0, ge=0, description="learning rate of the soft labels (0 keeps them fixed)")
-    lr_teacher: float = Field(0.01, gt=0, description="experts' SGD lr, and the student lr's start value")
-    momentum: float = Field(0.5, ge=0, lt=1, description="momentum of the image and student-lr optimisers")
-    momentum_y: float = Field(0.9, ge=0, lt=1, description="momentum of the soft-label optimiser")
-    syn_steps: int = Field(20, description="N: unrolled student steps per iteration")
-    expert_epochs: int = Field(2, gt=0, description="M: target is the expert M epochs later")
-    min_start_epoch: int = Field(0, ge=0)
-    max_start_epoch: int = Field(10, gt=0, description="start epochs are drawn from [min_start_epoch, this)")
-    max_start_epoch_final: int | None = Field(None, description="if set, the upper bound grows linearly to this")
-    expansion_iterations: int | None = Field(
-        None, gt=0, description="iterations over which the upper bound grows (default: all iterations)"
-    )
-    alpha: float = Field(0.25, description="parameter-selection ratio: drop the shallowest fraction of parameters")
-    soft_labels: bool = True
-    batch_syn: int | None = Field(None, gt=0, description="student minibatch; None uses the whole set each step")
-    skip_threshold: float | None = Field(
-        1.0, gt=0, description="skip the update when the normalised matching loss exceeds this (None: never)"
-    )
-    num_experts: int = Field(5, gt=0)
-    expert_train_epochs: int = Field(20, gt=0, description="epochs each expert trains (one snapshot per epoch)")
-    expert_batch: int = Field(256, gt=0)
-    expert_momentum: float = Field(0.0, ge=0, lt=1, description="experts' SGD momentum (MTT: 0)")
-    expert_weight_decay: float = Field(0.0, ge=0, description="experts' SGD weight decay (MTT: 0)")
-    workers: int = Field(1, gt=0, description="processes that train missing experts in parallel")
-    cache_dir: str | None = Field(
-        None, description="cache of scores and expert buffers; default $DDSEARCH_CACHE or ~/.cache/ddsearch"
-    )
-    score: Literal["el2n", "grand"] = "el2n"
-    score_models: int = Field(4, gt=0, description="networks averaged for the difficulty score")
-    score_epochs: int = Field(2, ge=0, description="epochs those networks train before scoring (0: at init)")
-    init_ratio: float = Field(0.75, gt=0, le=1)
-    add_end_epoch: int = Field(10, ge=0)
-    rm_epoch_first: int = Field(10, ge=0)
-    rm_easy_ratio_first: float = Field(0.1, ge=0, lt=1)
-    rm_epoch_second: int = Field(15, ge=0)
-    rm_easy_ratio_second: float = Field(0.2, ge=0, lt=1)
-
-    @field_validator("alpha")
-    @classmethod
-    def _alpha_range(cls, value: float) -> float:
-        if not 0 <= value < 1:
-            raise ValueError(
-                f"alpha must be in [0, 1) (the fraction of shallow parameters left out of the loss), got {value}"
-            )
-        return value
-
-    @field_validator("syn_steps")
-    @classmethod
-    def _syn_steps_positive(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError(f"syn_steps must be at least 1 (the number of unrolled student steps N), got {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _epochs_fit(self) -> "PADSettings":
-        top = max(self.max_start_epoch, self.max_start_epoch_final or 0)
-        if top + self.expert_epochs > self.expert_train_epochs:
-            raise ValueError(
-                f"max_start_epoch ({top}) + expert_epochs ({self.expert_epochs}) is beyond the "
-                f"{self.expert_train_epochs} epochs the experts train; raise expert_train_epochs or lower them"
-            )
-        if self.min_start_epoch >= self.max_start_epoch:
-            raise ValueError(
-                f"min_start_epoch ({self.min_start_epoch}) must be below max_start_epoch ({self.max_start_epoch})"
-            )
-        if self.max_start_epoch_final is not None and self.max_start_epoch_final < self.max_start_epoch:
-            raise ValueError(
-                f"max_start_epoch_final ({self.max_start_epoch_final}) must not be below "
-                f"max_start_epoch ({self.max_start_epoch}); it is where the growing upper bound ends"
-            )
-        if self.rm_epoch_second < self.rm_epoch_first:
-            raise ValueError(
-                f"rm_epoch_second ({self.rm_epoch_second}) must not come before rm_epoch_first ({self.rm_epoch_first})"
-            )
-        return self
-
-
-MethodSettings = Annotated[Union[DataDAMSettings, PADSettings], Field(discriminator="name")]
-METHOD_CLASSES: dict[str, type[MethodBase]] = {"datadam": DataDAMSettings, "pad": PADSettings}
+MethodSettings = _method_union()
 
 
 class EvaluationConfig(_Strict):
@@ -277,20 +156,6 @@ class TrackingConfig(_Strict):
     experiment: str | None = Field(None, description="MLflow experiment; default: the study name")
 
 
-def check_dsa_strategy(value: str) -> None:
-    """'auto', 'none' or families joined by '_' (color_crop_...); raises ValueError with a suggestion."""
-    text = value.strip().lower()
-    if text in ("", "auto", "none"):
-        return
-    families = text.split("_")
-    for family in families:
-        if family not in DSA_FAMILIES:
-            raise ValueError(f"DSA strategy {value!r}: {suggest(family, DSA_FAMILIES, 'augmentation family')} "
-                             f"(or 'auto' / 'none')")
-    if len(set(families)) != len(families):
-        raise ValueError(f"DSA strategy {value!r} names a family twice")
-
-
 def check_name(value: str) -> str:
     """A study name is a plain identifier: it names a folder and must never be a path."""
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or value in (".", ".."):
@@ -310,7 +175,7 @@ class Study(_Strict):
         "auto", description="network compute precision; 'auto': bf16 where the CPU (AMX/AVX512-BF16) or GPU runs it fast"
     )
     dataset: DatasetConfig = DatasetConfig()
-    method: MethodSettings = DataDAMSettings()
+    method: MethodSettings = settings_classes()[DEFAULT_METHOD]()
     evaluation: EvaluationConfig = EvaluationConfig()
     evaluators: list[str] = Field(default_factory=lambda: ["ConvNet"])
     search: dict[str, SearchParam] = Field(default_factory=dict)
@@ -362,7 +227,7 @@ class Study(_Strict):
     def with_params(self, params: dict[str, Any]) -> "Study":
         """This study with some method settings replaced (one trial's sample)."""
         method = self.method.model_dump() | params
-        return self.model_copy(update={"method": METHOD_CLASSES[self.method.name].model_validate(method)})
+        return self.model_copy(update={"method": type(self.method).model_validate(method)})
 
     def flat_params(self) -> dict[str, Any]:
         """Flat key -> value view for logging as MLflow params."""
@@ -435,18 +300,18 @@ def describe_validation_error(err: ValidationError, raw: dict[str, Any]) -> str:
         valid = list(parent_model.model_fields) if parent_model else []
         return f"{path}: " + _unknown_key_message(path, loc[-1], valid, "key")
     if first["type"] == "union_tag_not_found":
-        return f"{path}: 'name' is required here; for a method choose from: {', '.join(METHOD_CLASSES)}"
+        return f"{path}: 'name' is required here; for a method choose from: {', '.join(settings_classes())}"
     if first["type"] == "union_tag_invalid":
         tag = first.get("ctx", {}).get("tag", first["input"])
         if path.startswith("search"):
             return f"{path}: unknown parameter type {tag!r}; choose from: float, int, categorical"
-        return f"{path}: {suggest(str(tag), METHOD_CLASSES, 'method')}"
+        return f"{path}: {suggest(str(tag), settings_classes(), 'method')}"
     message = first["msg"].removeprefix("Value error, ")
     return f"{path}: {message}" if loc else message
 
 
 def _is_union_tag(part: Any, raw: dict[str, Any]) -> bool:
-    return part in METHOD_CLASSES or part in ("float", "int", "categorical")
+    return part in settings_classes() or part in ("float", "int", "categorical")
 
 
 def _model_at(loc: list[str], raw: dict[str, Any]) -> type[BaseModel] | None:
@@ -455,7 +320,8 @@ def _model_at(loc: list[str], raw: dict[str, Any]) -> type[BaseModel] | None:
     for part in loc:
         if model is Study and part == "method":
             node = node.get("method", {}) if isinstance(node, dict) else {}
-            model = METHOD_CLASSES.get(node.get("name", "datadam"), DataDAMSettings)
+            classes = settings_classes()
+            model = classes.get(node.get("name", DEFAULT_METHOD), classes[DEFAULT_METHOD])
             continue
         field = model.model_fields.get(part)
         if field is None:
@@ -472,3 +338,13 @@ def _model_at(loc: list[str], raw: dict[str, Any]) -> type[BaseModel] | None:
 def study_schema() -> str:
     """The JSON Schema of a study file, for editors."""
     return json.dumps(Study.model_json_schema(), indent=2)
+
+
+def rebuild_method_union() -> None:
+    """Accept every method registered so far (``methods.registry.register`` calls this)."""
+    global MethodSettings
+    MethodSettings = _method_union()
+    default = Study.model_fields["method"].default
+    Study.__annotations__["method"] = MethodSettings
+    Study.model_fields["method"] = FieldInfo.from_annotated_attribute(MethodSettings, default)
+    Study.model_rebuild(force=True)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -18,7 +17,9 @@ from ddsearch.config import Study
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.evaluate import EvalResult, TrainSettings, evaluate_synset
-from ddsearch.methods import Distiller, create_distiller, validate_method
+from ddsearch.events import EvalPoint, NullObserver, Observer, RunOutcome
+from ddsearch.methods import create_distiller, validate_method
+from ddsearch.methods.base import Distiller
 from ddsearch.precision import resolve_precision
 from ddsearch.synset import SyntheticSet
 
@@ -32,71 +33,16 @@ class DivergedError(DDSearchError):
         self.iteration = iteration
 
 
-@dataclass
-class EvalPoint:
-    iteration: int
-    val_acc: float
-    test_acc: float
-    synset: SyntheticSet
-    distill_seconds: float
-    eval_seconds: float
-
-
-@dataclass
-class RunOutcome:
-    synset: SyntheticSet
-    evals: list[EvalPoint] = field(default_factory=list)
-    table: list[EvalResult] = field(default_factory=list)
-    distill_seconds: float = 0.0
-    eval_seconds: float = 0.0
-
-
-class Observer(Protocol):
-    """What a caller hears during a run; every method may be a no-op.
-
-    ``on_start`` (optional) gets the starting set of a fresh run (not of a resumed one), so a
-    logger can show where distillation began.
-    """
-
-    def on_losses(self, iteration: int, losses: list[float]) -> None: ...
-
-    def on_eval(self, point: EvalPoint, state: dict[str, Any]) -> None: ...
-
-    def on_final(self, outcome: RunOutcome) -> None: ...
-
-
-class NullObserver:
-    def on_losses(self, iteration: int, losses: list[float]) -> None:
-        pass
-
-    def on_eval(self, point: EvalPoint, state: dict[str, Any]) -> None:
-        pass
-
-    def on_final(self, outcome: RunOutcome) -> None:
-        pass
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DDSearchError("device 'cuda' was asked for but no CUDA GPU is visible; use device: auto or cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def eval_settings(study: Study, final: bool) -> TrainSettings:
     """Evaluator protocol from the study; the DSA strategy matches the distiller's."""
-    from ddsearch.augment import default_strategy
+    from ddsearch.augment import resolve_strategy
 
     ev = study.evaluation
-    strategy = study.method.dsa_strategy
-    if strategy == "auto":
-        strategy = default_strategy(study.dataset.name)
     return TrainSettings(
         epochs=ev.final_epochs if final else ev.epochs,
         lr=ev.lr,
         batch_size=ev.batch_size,
-        dsa_strategy=strategy,
+        dsa_strategy=resolve_strategy(study.method.dsa_strategy, study.dataset.name),
         precision=study.precision,
     )
 
@@ -221,19 +167,3 @@ def validate_study(study: Study, data: RealData) -> None:
 def with_resolved_precision(study: Study, device: torch.device) -> Study:
     """The study with 'auto' precision resolved for ``device``, so logs and synsets name what ran."""
     return study.model_copy(update={"precision": resolve_precision(study.precision, device)})
-
-
-def load_study_data(study: Study, device: torch.device | None = None) -> RealData:
-    """The study's real data on its device (the validation split is what searches optimise)."""
-    from ddsearch.data import load_dataset
-
-    ds = study.dataset
-    return load_dataset(
-        ds.name,
-        root=ds.root,
-        image_size=ds.image_size,
-        val_size=ds.val_size,
-        split_seed=ds.split_seed,
-        device=device or resolve_device(study.device),
-        download=ds.download,
-    )

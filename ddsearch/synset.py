@@ -173,15 +173,6 @@ class SyntheticSet:
         grid = make_grid(ordered, nrow=max_per_class, padding=padding, pad_value=1.0)
         return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
-    def save_grid(self, path: str | Path, max_per_class: int = 10) -> Path:
-        """Write the grid as a PNG."""
-        from PIL import Image
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(self.grid(max_per_class)).save(path)
-        return path
-
 
 def _replace(synset: SyntheticSet, **changes: Any) -> SyntheticSet:
     from dataclasses import replace

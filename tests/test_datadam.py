@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from conftest import TINY_CONV, TINY_CONV_BN
 from ddsearch.checkpoint import load_state, save_state
-from ddsearch.config import DataDAMSettings, study_from_dict
+from ddsearch.config import study_from_dict
+from ddsearch.methods.datadam import DataDAMSettings
 from ddsearch.errors import DDSearchError
 from ddsearch.evaluate import TrainSettings, evaluate_synset
 from ddsearch.methods import create_distiller

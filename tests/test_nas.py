@@ -185,12 +185,15 @@ def test_nas_end_to_end_on_digits(digits, tmp_path, capsys) -> None:
 # ---- the proxy from a study's best trial ----------------------------------------------------------
 
 def test_from_study_picks_the_best_finished_trial(digits, tmp_path, capsys) -> None:
-    from ddsearch import tracking
+    from ddsearch.tracking import lookup, store
+    from ddsearch.tracking import study_runs as tracking
+    from ddsearch.tracking.run_logger import RunLogger
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    experiment = tracking.experiment_id("quick", uri)
-    parent = tracking.create_study_run(uri, experiment, "quick")
-    client = tracking.client(uri)
+    runs = tracking.StudyRuns.in_experiment(uri, "quick")
+    experiment = runs.experiment_id
+    parent = runs.create_parent("quick")
+    client = store.client(uri)
 
     def trial(name: str, score: float | None, method: str | None, failed: bool = False) -> str:
         run = client.create_run(experiment, run_name=name, tags={tracking.PARENT_TAG: parent,
@@ -199,10 +202,10 @@ def test_from_study_picks_the_best_finished_trial(digits, tmp_path, capsys) -> N
         if score is not None:
             client.log_metric(run_id, "final_val_acc", score)
         if method is not None:
-            logger = tracking.RunLogger(run_id, uri)
+            logger = RunLogger(run_id, uri)
             logger.log_synset(subset_synset(digits, 1, method=method))
         if failed:
-            tracking.fail_run(uri, run_id, "diverged")
+            runs.fail(run_id, "diverged")
         else:
             client.set_terminated(run_id)
         return run_id
@@ -214,20 +217,20 @@ def test_from_study_picks_the_best_finished_trial(digits, tmp_path, capsys) -> N
     stopped = client.create_run(experiment, run_name="stopped", tags={tracking.PARENT_TAG: parent,
                                                                      tracking.TAG_KIND: tracking.TRIAL_KIND})
     client.log_metric(stopped.info.run_id, "val_acc", 0.99)  # early-stopped: no final score, so ranked after
-    tracking.RunLogger(stopped.info.run_id, uri).log_synset(subset_synset(digits, 1, method="stopped"))
-    found = tracking.best_study_trial(uri, "quick")
+    RunLogger(stopped.info.run_id, uri).log_synset(subset_synset(digits, 1, method="stopped"))
+    found = lookup.best_study_trial(uri, "quick")
     assert found["run_id"] == best and found["score"] == pytest.approx(0.70) and found["metric"] == "final_val_acc"
 
     with pytest.raises(DDSearchError, match="no study named 'quik'.*known studies: quick"):
-        tracking.best_study_trial(uri, "quik")
+        lookup.best_study_trial(uri, "quik")
     with pytest.raises(DDSearchError, match="no MLflow run"):
-        tracking.download_run_artifact(uri, "runs:/0123456789abcdef/synset.safetensors", tmp_path)
+        lookup.download_run_artifact(uri, "runs:/0123456789abcdef/synset.safetensors", tmp_path)
 
     code, out, err = run_cli(capsys, "nas", "--from-study", "quick", "--space", SMALL[0], "--epochs", "1",
                              "--seeds", "1", "--no-control", "--tracking-uri", uri, "--device", "cpu", "--quiet")
     assert code == 0, err
     assert "best trial best (final_val_acc 0.7000)" in out
-    (nas_run,) = client.search_runs([tracking.experiment_id("nas", uri)])
+    (nas_run,) = client.search_runs([store.experiment_id("nas", uri)])
     assert nas_run.data.tags["ddsearch.proxy_run"] == best and nas_run.data.tags["ddsearch.study"] == "quick"
     assert nas_run.data.params["proxy_method"] == "best"
 

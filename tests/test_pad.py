@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from ddsearch.checkpoint import load_state, save_state
-from ddsearch.config import PADSettings, study_from_dict
+from ddsearch.config import study_from_dict
+from ddsearch.methods.pad import PADSettings
 from ddsearch.data import load_dataset
 from ddsearch.errors import DDSearchError
 from ddsearch.evaluate import TrainSettings, evaluate_synset
@@ -315,7 +316,7 @@ def test_bad_settings_get_clear_errors(method, message) -> None:
 
 
 def test_commands_refuse_other_methods(tmp_path) -> None:
-    from ddsearch.methods.pad.commands import experts_command
+    from ddsearch.commands.pad_cache import experts_command
 
     study = tmp_path / "s.yaml"
     study.write_text("dataset: {name: digits}\nmethod: {name: datadam}\n")
@@ -325,7 +326,7 @@ def test_commands_refuse_other_methods(tmp_path) -> None:
 
 def test_commands_and_runner_with_a_pad_study(digits, cache, tmp_path, capsys) -> None:
     from ddsearch.config import load_study
-    from ddsearch.methods.pad.commands import experts_command, scores_command
+    from ddsearch.commands.pad_cache import experts_command, scores_command
     from ddsearch.runner import run_distillation
 
     s = tiny(cache)

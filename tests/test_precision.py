@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import TINY_CONV, TINY_CONV_BN
-from ddsearch.config import DataDAMSettings, study_from_dict
+from ddsearch.config import study_from_dict
+from ddsearch.methods.datadam import DataDAMSettings
 from ddsearch.errors import DDSearchError
 from ddsearch.evaluate import TrainSettings, evaluate_synset
 from ddsearch.methods import create_distiller

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from conftest import REPO_ROOT
-from ddsearch.search.docs import study_keys_markdown
+from ddsearch.config_docs import study_keys_markdown
 
 README = (REPO_ROOT / "README.md").read_text()
 
@@ -21,7 +21,7 @@ def test_readme_opens_with_the_two_setup_commands() -> None:
 
 def test_study_key_table_is_current() -> None:
     table = README.split("<!-- study-keys:start -->")[1].split("<!-- study-keys:end -->")[0].strip()
-    assert table == study_keys_markdown().strip(), "regenerate with: python -m ddsearch.search.docs"
+    assert table == study_keys_markdown().strip(), "regenerate with: python -m ddsearch.config_docs"
 
 
 def test_every_ready_made_study_validates() -> None:

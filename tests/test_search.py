@@ -151,7 +151,7 @@ def test_space_rejects_what_optuna_or_the_method_cannot_take(search: dict, messa
 
 
 def test_study_keys_table_lists_every_key_with_its_default() -> None:
-    from ddsearch.search.docs import study_keys_markdown
+    from ddsearch.config_docs import study_keys_markdown
 
     text = study_keys_markdown()
     for row in ("| `budget.num_samples` | int | `8` |", "| `method.lambda_mmd` | float | `0.01` |",
@@ -421,13 +421,13 @@ def test_killed_study_resumes_without_rerunning_or_duplicating(tmp_path: Path) -
 
 
 def test_ui_binds_localhost_by_default_and_warns_otherwise(tmp_path: Path, monkeypatch, capsys) -> None:
-    import ddsearch.search.report as report
+    import ddsearch.tracking.server as server
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     calls: list[list[str]] = []
-    monkeypatch.setattr(report, "run_guarded", lambda cmd: calls.append(cmd) or 0)  # the server dies with the command
-    monkeypatch.setattr(report, "check_port_free", lambda host, port: None)
+    monkeypatch.setattr(server, "run_guarded", lambda cmd: calls.append(cmd) or 0)  # the server dies with the command
+    monkeypatch.setattr(server, "check_port_free", lambda host, port: None)
     assert main(["ui"]) == 0
     cmd = calls[-1]
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5000"

@@ -13,57 +13,59 @@ from pathlib import Path
 
 import pytest
 
-from ddsearch import tracking
+from ddsearch.tracking import store as tracking_store
+from ddsearch.tracking import study_runs as tracking
+from ddsearch.tracking.run_logger import RunLogger
+from ddsearch.tracking.server import TrackingServer
+from ddsearch.tracking.study_runs import StudyRuns
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> str:
-    uri, _ = tracking.default_store(tmp_path)
+    uri, _ = tracking_store.default_store(tmp_path)
     return uri
 
 
 def test_trial_run_is_reused_across_retries_and_resumes(store: str) -> None:
-    experiment = tracking.ensure_experiment("exp", store)
-    parent = tracking.create_study_run(store, experiment, "s")
-    first = tracking.open_trial_run(store, experiment, parent, "t1", None, "trial-000", {tracking.TAG_OPTUNA: 0})
-    tracking.fail_run(store, first, "RuntimeError: boom")
+    runs = StudyRuns.in_experiment(store, "exp")
+    parent = runs.create_parent("s")
+    first = runs.open_trial("t1", None, "trial-000", {tracking.TAG_OPTUNA: 0})
+    runs.fail(first, "RuntimeError: boom")
 
     # a retry without a checkpoint finds the run by its trial-id tag ...
-    again = tracking.open_trial_run(store, experiment, parent, "t1", None, "trial-000", {})
+    again = runs.open_trial("t1", None, "trial-000", {})
     # ... and a resume from a checkpoint uses the run id stored there
-    resumed = tracking.open_trial_run(store, experiment, parent, "t1", first, "trial-000", {})
-    other = tracking.open_trial_run(store, experiment, parent, "t2", None, "trial-001", {})
+    resumed = runs.open_trial("t1", first, "trial-000", {})
+    other = runs.open_trial("t2", None, "trial-001", {})
     assert again == resumed == first and other != first
 
-    run = tracking.client(store).get_run(first)
+    run = tracking_store.client(store).get_run(first)
     assert run.info.status == "RUNNING"
     assert run.data.tags[tracking.TAG_ATTEMPTS] == "3"
     assert run.data.tags["ddsearch.previous_failure"] == "RuntimeError: boom"
     assert tracking.TAG_FAILURE not in run.data.tags  # the current attempt has not failed
     assert run.data.tags[tracking.PARENT_TAG] == parent and run.data.tags[tracking.TAG_OPTUNA] == "0"
-    children = tracking.child_runs(store, experiment, parent)
-    assert sorted(c.data.tags[tracking.TAG_TRIAL_ID] for c in children) == ["t1", "t2"]
+    children = runs.trial_records()
+    assert sorted(c["tags"][tracking.TAG_TRIAL_ID] for c in children) == ["t1", "t2"]
 
 
 def test_log_table_is_written_once(tmp_path: Path, store: str) -> None:
     import pandas as pd
 
-    experiment = tracking.ensure_experiment("exp", store)
-    run = tracking.create_study_run(store, experiment, "s")
-    tracking.log_table(store, run, pd.DataFrame({"a": [1, 2]}), "board.json")
-    tracking.log_table(store, run, pd.DataFrame({"a": [3, 4]}), "board.json")  # MLflow would append
-    local = tracking.download_artifact(store, run, "board.json", tmp_path)
+    run = StudyRuns.in_experiment(store, "exp").create_parent("s")
+    tracking_store.log_table(store, run, pd.DataFrame({"a": [1, 2]}), "board.json")
+    tracking_store.log_table(store, run, pd.DataFrame({"a": [3, 4]}), "board.json")  # MLflow would append
+    local = tracking_store.download_artifact(store, run, "board.json", tmp_path)
     table = json.loads(local.read_text())
     assert [row[0] for row in table["data"]] == [1, 2]
 
 
 def test_tracking_server_serves_http_and_stops(tmp_path: Path, store: str) -> None:
-    server = tracking.TrackingServer(store, tmp_path / "server.log").start()
+    server = TrackingServer(store, tmp_path / "server.log").start()
     try:
         server.wait_ready(timeout_s=120)
-        experiment = tracking.ensure_experiment("over-http", server.uri)
-        run = tracking.create_study_run(server.uri, experiment, "s")
-        logger = tracking.RunLogger(run, server.uri)
+        run = StudyRuns.in_experiment(server.uri, "over-http").create_parent("s")
+        logger = RunLogger(run, server.uri)
         logger.log_metrics({"val_acc": 0.5}, step=3)
         logger.finish()
     finally:
@@ -71,7 +73,7 @@ def test_tracking_server_serves_http_and_stops(tmp_path: Path, store: str) -> No
     with pytest.raises(OSError):
         urllib.request.urlopen(server.uri + "/health", timeout=2)
     # what went over HTTP is in the SQLite store
-    stored = tracking.client(store).get_run(run)
+    stored = tracking_store.client(store).get_run(run)
     assert stored.data.metrics["val_acc"] == 0.5 and stored.info.status == "FINISHED"
 
 
@@ -79,7 +81,7 @@ def test_guard_stops_its_command_when_the_owner_dies(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
     owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
     child_code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
-    guard = subprocess.Popen([sys.executable, "-m", "ddsearch.search.guard", str(owner.pid), "--",
+    guard = subprocess.Popen([sys.executable, "-m", "ddsearch.tracking.guard", str(owner.pid), "--",
                               sys.executable, "-c", child_code])
     try:
         deadline = time.monotonic() + 30

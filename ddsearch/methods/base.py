@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from ddsearch.augment import DSA, default_strategy
-from ddsearch.config import MethodBase
+from ddsearch.augment import DSA, resolve_strategy
+from ddsearch.methods.settings import MethodBase
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.precision import compute_dtype, resolve_precision
@@ -41,8 +41,7 @@ class Distiller(ABC):
         self.seed = seed
         self.iteration = 0
         self.generator = torch.Generator().manual_seed(seed)
-        strategy = default_strategy(data.name) if settings.dsa_strategy == "auto" else settings.dsa_strategy
-        self.dsa = DSA(strategy)
+        self.dsa = DSA(resolve_strategy(settings.dsa_strategy, data.name))
         self.images = self._initial_images().requires_grad_(True)
         self.labels = torch.arange(data.num_classes, device=self.device).repeat_interleave(settings.ipc)
 

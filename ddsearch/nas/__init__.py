@@ -3,9 +3,12 @@
 - :mod:`ddsearch.nas.settings` the protocol (``NASSettings``) and Ray fan-out shares (``Parallel``)
 - :mod:`ddsearch.nas.spaces`   candidate spaces: ``seed22``, the 720-architecture ``grid``, lists
 - :mod:`ddsearch.nas.metrics`  Spearman, Kendall, top-k overlap and regret (with tie rules)
-- :mod:`ddsearch.nas.ranking`  training candidates on the proxy, the random control and real data
+- :mod:`ddsearch.nas.scoring`  the one ranking protocol: train each candidate, score it on real val
+- :mod:`ddsearch.nas.truth`    the ground truth: candidates trained on real data, cached on disk
+- :mod:`ddsearch.nas.ranking`  rankings on the proxy, the random control and real data; one search
 - :mod:`ddsearch.nas.report`   the scatter plot, the summary lines and the MLflow run
-- :mod:`ddsearch.nas.command`  ``ddsearch nas``
+
+``ddsearch nas`` itself is :mod:`ddsearch.commands.nas`.
 
 Library use (no MLflow, no Ray)::
 
@@ -26,9 +29,8 @@ _EXPORTS = {
     "resolve_space": "spaces", "split_runnable": "spaces",
     "Agreement": "metrics", "agreement": "metrics", "kendall": "metrics", "ranks": "metrics",
     "spearman": "metrics", "top_k": "metrics", "top_k_overlap": "metrics",
-    "CandidateScore": "ranking", "NASOutcome": "ranking", "Ranking": "ranking", "control_set": "ranking",
-    "ground_truth": "ranking", "run_nas": "ranking", "score_candidates": "ranking",
-    "nas_command": "command",
+    "CandidateScore": "scoring", "NASOutcome": "ranking", "Ranking": "ranking", "control_set": "ranking",
+    "ground_truth": "truth", "run_nas": "ranking", "score_candidates": "scoring",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -84,11 +84,11 @@ def summary_lines(outcome: NASOutcome) -> list[str]:
 
 def log_outcome(outcome: NASOutcome, uri: str, run_id: str, params: dict[str, Any]) -> None:
     """Params, the ranking table, the metrics, the summary JSON and (with a truth) the scatter plot."""
-    from ddsearch import tracking
+    from ddsearch.tracking import store
 
-    tracking.log_params(uri, run_id, params | {f"nas.{k}": v for k, v in asdict(outcome.settings).items()})
-    tracking.log_table(uri, run_id, outcome.table(), TABLE_ARTIFACT)
-    tracking.log_metrics(uri, run_id, outcome.metrics())
-    tracking.log_text(uri, run_id, json.dumps(outcome.summary(), indent=2, default=str), SUMMARY_ARTIFACT)
+    store.log_params(uri, run_id, params | {f"nas.{k}": v for k, v in asdict(outcome.settings).items()})
+    store.log_table(uri, run_id, outcome.table(), TABLE_ARTIFACT)
+    store.log_metrics(uri, run_id, outcome.metrics())
+    store.log_text(uri, run_id, json.dumps(outcome.summary(), indent=2, default=str), SUMMARY_ARTIFACT)
     if outcome.truth is not None:
-        tracking.log_figure(uri, run_id, scatter_figure(outcome), SCATTER_ARTIFACT)
+        store.log_figure(uri, run_id, scatter_figure(outcome), SCATTER_ARTIFACT)

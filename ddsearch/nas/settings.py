@@ -45,9 +45,9 @@ class NASSettings:
             raise DDSearchError(f"nas: lr must be a finite number > 0, got {self.lr}")
 
     def strategy(self, data: "RealData") -> str:
-        from ddsearch.augment import default_strategy
+        from ddsearch.augment import resolve_strategy
 
-        return default_strategy(data.name) if self.dsa_strategy == "auto" else self.dsa_strategy
+        return resolve_strategy(self.dsa_strategy, data.name)
 
     def train_settings(self, data: "RealData", lr: float | None = None, truth: bool = False) -> "TrainSettings":
         from ddsearch.evaluate import TrainSettings

@@ -14,7 +14,18 @@ from typing import Any
 
 import pandas as pd
 
-from ddsearch import tracking
+from ddsearch.tracking.store import get_run_record
+from ddsearch.tracking.study_runs import (
+    TAG_ATTEMPTS,
+    TAG_FAILURE,
+    TAG_NODE,
+    TAG_NODE_IP,
+    TAG_OPTUNA,
+    TAG_OUTCOME,
+    TAG_STOPPED,
+    TAG_TRIAL_ID,
+    StudyRuns,
+)
 
 FINISHED = "finished"
 STOPPED = "stopped_early"
@@ -37,12 +48,12 @@ def run_link(experiment_id: str, run_id: str) -> str:
 
 
 def _outcome(status: str, tags: dict[str, str], metrics: dict[str, float]) -> str:
-    outcome = tags.get(tracking.TAG_OUTCOME)
+    outcome = tags.get(TAG_OUTCOME)
     if outcome:
         return outcome
     if status == "RUNNING":
         return "running"
-    if status == "FAILED" or tracking.TAG_FAILURE in tags:
+    if status == "FAILED" or TAG_FAILURE in tags:
         return "failed"
     return FINISHED if "final_val_acc" in metrics else ""
 
@@ -50,10 +61,10 @@ def _outcome(status: str, tags: dict[str, str], metrics: dict[str, float]) -> st
 def leaderboard(uri: str, experiment: str, parent_run_id: str, keys: list[str] | None = None,
                 metrics: list[str] | None = None) -> pd.DataFrame:
     """One row per trial run: finished trials ranked by ``val_acc``, the others after them."""
-    runs = [tracking.run_record(r) for r in tracking.child_runs(uri, experiment, parent_run_id)]
+    runs = StudyRuns(uri, experiment, parent_run_id).trial_records()
     if keys is None:
-        parent = tracking.get_run_or_none(uri, parent_run_id)
-        keys = sorted(k.removeprefix("search.") for k in (parent.data.params if parent else {}) if k.startswith("search."))
+        parent = get_run_record(uri, parent_run_id)
+        keys = sorted(k.removeprefix("search.") for k in (parent["params"] if parent else {}) if k.startswith("search."))
     rows = []
     for run in runs:
         m, p, t = run["metrics"], run["params"], run["tags"]
@@ -69,13 +80,13 @@ def leaderboard(uri: str, experiment: str, parent_run_id: str, keys: list[str] |
             "distill_s": m.get("distill_seconds_total", m.get("distill_seconds", math.nan)),
             "eval_s": m.get("eval_seconds_total", m.get("eval_seconds", math.nan)),
             "status": run["status"],
-            "attempts": _number(t.get(tracking.TAG_ATTEMPTS, 1)),
-            "optuna_trial": _number(t.get(tracking.TAG_OPTUNA)),
-            "ray_trial_id": t.get(tracking.TAG_TRIAL_ID, ""),
-            "node": t.get("ddsearch.node", t.get("ddsearch.node_ip", "")),
+            "attempts": _number(t.get(TAG_ATTEMPTS, 1)),
+            "optuna_trial": _number(t.get(TAG_OPTUNA)),
+            "ray_trial_id": t.get(TAG_TRIAL_ID, ""),
+            "node": t.get(TAG_NODE, t.get(TAG_NODE_IP, "")),
             "run_id": run["run_id"],
             "link": run_link(experiment, run["run_id"]),
-            "note": t.get(tracking.TAG_FAILURE, t.get("ddsearch.stopped", ""))[:120],
+            "note": t.get(TAG_FAILURE, t.get(TAG_STOPPED, ""))[:120],
         })
     columns = ["run", "val_acc", "test_acc", *keys, "final_val_acc", "final_test_acc", "outcome", "iteration",
                "distill_s", "eval_s", "status", "attempts", "optuna_trial", "ray_trial_id", "node", "run_id", "link",

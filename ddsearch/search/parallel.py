@@ -14,14 +14,6 @@ from tqdm.auto import tqdm
 from ddsearch.errors import DDSearchError
 
 
-def ray_available() -> bool:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def ray_map(
     fn: Callable[..., Any],
     items: Sequence[Any],

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ddsearch import tracking
+from ddsearch.tracking.store import log_figure
 
 OBJECTIVE = "val_acc"
 
@@ -151,7 +151,7 @@ def log_study_plots(storage_path: Path, study_name: str, space: Any, uri: str, p
             figure = made if hasattr(made, "savefig") else (made.figure if hasattr(made, "figure") else made[0].figure)
             figure.set_size_inches(8, 4.5)
             figure.tight_layout()
-            tracking.log_figure(uri, parent_id, figure, f"plots/{name}.png")
+            log_figure(uri, parent_id, figure, f"plots/{name}.png")
             plt.close(figure)
         except Exception as err:  # noqa: BLE001 - e.g. too few trials for importances
             print(f"ddsearch: warning: plot {name} skipped: {err}", file=sys.stderr)

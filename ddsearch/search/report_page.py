@@ -20,7 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from ddsearch import tracking
+from ddsearch.tracking.store import download_artifact, get_run_record, list_artifact_paths, metric_history
+from ddsearch.tracking.study_runs import TAG_STUDY
 from ddsearch.search.leaderboard import FINISHED, leaderboard
 from ddsearch.search.notes import column_legend
 
@@ -177,14 +178,14 @@ def render(study: str, summary: str, board: pd.DataFrame, keys: list[str], legen
 
 def _read_artifact(uri: str, run_id: str, path: str, tmp: Path) -> bytes | None:
     try:
-        return tracking.download_artifact(uri, run_id, path, tmp).read_bytes()
+        return download_artifact(uri, run_id, path, tmp).read_bytes()
     except Exception:  # noqa: BLE001 - missing artifact: the page leaves that piece out
         return None
 
 
 def _last_grid(uri: str, run_id: str, tmp: Path) -> tuple[bytes, str] | None:
     try:
-        names = tracking.list_artifact_paths(uri, run_id, "grids")
+        names = list_artifact_paths(uri, run_id, "grids")
     except Exception:  # noqa: BLE001
         return None
     if "grids/final.png" in names:
@@ -207,8 +208,8 @@ def _cross_arch(raw: bytes | None) -> pd.DataFrame | None:
 
 def study_report(uri: str, experiment: str, parent_run_id: str, ui_url: str = DEFAULT_UI) -> str:
     """Gather a study from MLflow and render its page."""
-    parent = tracking.get_run_or_none(uri, parent_run_id)
-    params = dict(parent.data.params) if parent else {}
+    parent = get_run_record(uri, parent_run_id)
+    params = parent["params"] if parent else {}
     keys = sorted(k.removeprefix("search.") for k in params if k.startswith("search."))
     objective = params.get("objective", "val_acc").split(",")
     board = leaderboard(uri, experiment, parent_run_id, keys, objective)
@@ -221,7 +222,7 @@ def study_report(uri: str, experiment: str, parent_run_id: str, ui_url: str = DE
         tmp = Path(folder)
         for i, row in board.iterrows():
             for metric in curves:
-                curves[metric][row["run"]] = tracking.metric_history(uri, row["run_id"], metric)
+                curves[metric][row["run"]] = metric_history(uri, row["run_id"], metric)
             grid = _last_grid(uri, row["run_id"], tmp / str(i))
             if grid:
                 grids[row["run"]] = grid
@@ -236,5 +237,5 @@ def study_report(uri: str, experiment: str, parent_run_id: str, ui_url: str = DE
     counts = board["outcome"].value_counts().to_dict() if len(board) else {}
     summary = (f"{len(board)} trials: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items())
                + (f". Best: {best}." if best else ".") + f" Objective (val_acc): {legend['val_acc'].removeprefix('the objective: ')}.")
-    study = parent.data.tags.get(tracking.TAG_STUDY, parent.info.run_name) if parent else parent_run_id
+    study = parent["tags"].get(TAG_STUDY, parent["run_name"]) if parent else parent_run_id
     return render(study, summary, board, keys, legend, curves, grids, plots, cross_arch, best, ui_url)

@@ -17,19 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ddsearch import tracking
 from ddsearch.config import Study
 from ddsearch.data import RealData
-from ddsearch.runner import (
-    DivergedError,
-    EvalPoint,
-    RunOutcome,
-    resolve_device,
-    run_distillation,
-    with_resolved_precision,
-)
+from ddsearch.events import EvalPoint, RunOutcome
+from ddsearch.runner import DivergedError, run_distillation, with_resolved_precision
+from ddsearch.study_data import resolve_device
 from ddsearch.search.notes import trial_note
 from ddsearch.search.space import FAILED_KEY, FINAL_KEY, OPTUNA_NUMBER_KEY
+from ddsearch.tracking.run_logger import RunLogger
+from ddsearch.tracking.store import NOTE_TAG, get_run_record
+from ddsearch.tracking.study_runs import TAG_NODE, TAG_OPTUNA, TAG_RESUMED_FROM, TAG_STUDY, StudyRuns
 
 STATE_FILE = "distiller.safetensors"
 META_FILE = "trial.json"
@@ -54,13 +51,13 @@ def _node() -> dict[str, str]:
     except Exception:  # noqa: BLE001 - outside Ray (unit tests)
         node_id, ip = "local", "127.0.0.1"
     # one low-key tag ("<ip> <node id>"): where the latest attempt ran
-    return {"ddsearch.node": f"{ip} {node_id}"}
+    return {TAG_NODE: f"{ip} {node_id}"}
 
 
 class TuneObserver:
     """Runner observer for a trial: MLflow child run + Tune reports and checkpoints."""
 
-    def __init__(self, logger: tracking.RunLogger, uri: str, study: Study, report: Any, already_final: bool) -> None:
+    def __init__(self, logger: RunLogger, uri: str, study: Study, report: Any, already_final: bool) -> None:
         self.logger = logger
         self.uri = uri
         self.study = study
@@ -140,20 +137,17 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
     name = f"trial-{optuna_number:03d}" if isinstance(optuna_number, int) else f"trial-{trial_id}"
     # No tracking URI tag: a study's server is temporary, so it would point at nothing later.
     tags = {
-        tracking.TAG_STUDY: study.name,
-        tracking.TAG_OPTUNA: optuna_number,
-        "ddsearch.resumed_from_iteration": int(resume_state["iteration"]) if resume_state else 0,
-        tracking.NOTE_TAG: trial_note(name, study.name, searched, "Running."),
+        TAG_STUDY: study.name,
+        TAG_OPTUNA: optuna_number,
+        TAG_RESUMED_FROM: int(resume_state["iteration"]) if resume_state else 0,
+        NOTE_TAG: trial_note(name, study.name, searched, "Running."),
         **_node(),
     }
-    run_id = tracking.open_trial_run(
-        uri, setup.experiment_id, setup.parent_run_id, trial_id, meta.get("mlflow_run_id"), name, tags
-    )
-    logger = tracking.RunLogger(run_id, uri)
-    already_final = False
-    run = tracking.get_run_or_none(uri, run_id)
-    if run is not None:
-        already_final = "final_val_acc" in run.data.metrics
+    runs = StudyRuns(uri, setup.experiment_id, setup.parent_run_id)
+    run_id = runs.open_trial(trial_id, meta.get("mlflow_run_id"), name, tags)
+    logger = RunLogger(run_id, uri)
+    record = get_run_record(uri, run_id)
+    already_final = record is not None and "final_val_acc" in record["metrics"]
     if resume_state is None:
         # Only the searched settings: the fixed ones are the parent's params (and config.json has
         # them all). MLflow prints a run's params above its image card; 30 identical ones hid it.
@@ -168,8 +162,8 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
         # trial normally, so the study goes on and no retry is spent on it.
         if err.last_good is not None:
             logger.log_synset(err.last_good, "last_good_synset.safetensors")
-        tracking.fail_run(uri, run_id, str(err), outcome="diverged")
-        tracking.set_note(uri, run_id, trial_note(name, study.name, searched, f"Failed: diverged at iteration {err.iteration}."))
+        runs.fail(run_id, str(err), outcome="diverged")
+        runs.set_note(run_id, trial_note(name, study.name, searched, f"Failed: diverged at iteration {err.iteration}."))
         last = observer.last
         tune.report({
             "val_acc": math.nan, "test_acc": math.nan, "iteration": int(err.iteration),
@@ -184,7 +178,7 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
     except BaseException as err:
         # Tune retries the trial from its last checkpoint (FailureConfig.max_failures); the retry
         # reopens this run. Record why this attempt ended.
-        tracking.fail_run(uri, run_id, f"{type(err).__name__}: {err}")
+        runs.fail(run_id, f"{type(err).__name__}: {err}")
         raise
 
     # val_acc/test_acc keep one meaning everywhere: the checkpoint evaluation, here at the last
@@ -196,9 +190,7 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
     note = f"Finished: val_acc {val:.4f} at iteration {study.method.iterations}"
     if first is not None:
         note += f", final_val_acc {first.val_mean:.4f}, final_test_acc {first.test_mean:.4f} ({first.arch})"
-    tracking.set_tags(uri, run_id, {tracking.TAG_OUTCOME: "finished",
-                                    tracking.NOTE_TAG: trial_note(name, study.name, searched, note + ".")})
-    tracking.set_status(uri, run_id, "FINISHED")
+    runs.finish(run_id, outcome="finished", note=trial_note(name, study.name, searched, note + "."))
     final = observer.metrics(val, test, study.method.iterations, outcome.distill_seconds, final=True)
     if first is not None:
         final |= {"final_val_acc": float(first.val_mean), "final_test_acc": float(first.test_mean)}

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ddsearch.augment import DSA
-from ddsearch.config import PADSettings
+from ddsearch.methods.pad.settings import PADSettings
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.methods.pad import _cache

@@ -46,12 +46,6 @@ class ParamLayout:
         pieces = torch.split(flat, self.numels)
         return {n: p.view(s) for n, p, s in zip(self.names, pieces, self.shapes)}
 
-    def load_into(self, module: nn.Module, flat: torch.Tensor) -> nn.Module:
-        with torch.no_grad():
-            for p, v in zip(module.parameters(), torch.split(flat, self.numels)):
-                p.copy_(v.view_as(p))
-        return module
-
 
 def kept_from(total: int, alpha: float) -> int:
     """First kept index of the flat vector: alpha drops the shallowest ``floor(alpha * total)`` entries."""

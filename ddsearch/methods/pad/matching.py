@@ -36,7 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ddsearch.config import PADSettings
+from ddsearch.methods.pad.settings import PADSettings
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.methods.base import Distiller

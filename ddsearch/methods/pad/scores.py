@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
-from ddsearch.augment import DSA, default_strategy
-from ddsearch.config import PADSettings
+from ddsearch.augment import DSA, resolve_strategy
+from ddsearch.methods.pad.settings import PADSettings
 from ddsearch.data import RealData
 from ddsearch.methods.pad import _cache
 from ddsearch.evaluate import predict, train_epoch
@@ -32,7 +32,7 @@ GRAND_CHUNK = 64
 
 
 def dsa_strategy(settings: PADSettings, data: RealData) -> str:
-    return default_strategy(data.name) if settings.dsa_strategy == "auto" else settings.dsa_strategy
+    return resolve_strategy(settings.dsa_strategy, data.name)
 
 
 def score_description(data: RealData, settings: PADSettings, seed: int, precision: str = "auto") -> dict[str, Any]:

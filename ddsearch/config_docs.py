@@ -3,7 +3,7 @@
 Rendered from the pydantic schema in :mod:`ddsearch.config` (the single place defaults live), so
 the README cannot drift from the code::
 
-    python -m ddsearch.search.docs > study-keys.md
+    python -m ddsearch.config_docs > study-keys.md
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from ddsearch.config import METHOD_CLASSES, CategoricalParam, FloatParam, IntParam, Study
+from ddsearch.config import CategoricalParam, FloatParam, IntParam, Study
+from ddsearch.methods.registry import settings_classes
 
 
 def _type_name(annotation: Any) -> str:
@@ -107,7 +108,7 @@ def study_key_sections() -> dict[str, list[tuple[str, str, str, str]]]:
     sections: dict[str, list[tuple[str, str, str, str]]] = {}
     top = _rows(Study, "", skip={"method", "search"})
     sections["study"] = top
-    for method_name, cls in METHOD_CLASSES.items():
+    for method_name, cls in settings_classes().items():
         rows = _rows(cls, "method.")
         rows.sort(key=lambda r: r[0] != "method.name")
         sections[f"method: {method_name}"] = rows

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddsearch.config import DataDAMSettings
+from ddsearch.methods.datadam.settings import DataDAMSettings
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.methods.base import Distiller

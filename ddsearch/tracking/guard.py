@@ -1,4 +1,4 @@
-"""``python -m ddsearch.search.guard OWNER_PID -- COMMAND...``: run COMMAND while OWNER_PID lives.
+"""``python -m ddsearch.tracking.guard OWNER_PID -- COMMAND...``: run COMMAND while OWNER_PID lives.
 
 The study's MLflow tracking server runs under this guard. The guard starts the command in its
 own process group and stops that group when the owner (the ``ddsearch tune`` driver) exits,
@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+
+GUARD_MODULE = "ddsearch.tracking.guard"
 
 
 def _alive(pid: int) -> bool:
@@ -76,7 +78,7 @@ def run_guarded(command: list[str], grace_s: float = 30.0) -> int:
     The guard is asked to stop (SIGTERM) and waited for: killing it outright would orphan the
     server it watches. Returns the command's exit code, or 130 after an interrupt.
     """
-    guard = subprocess.Popen([sys.executable, "-m", "ddsearch.search.guard", str(os.getpid()), "--", *command])
+    guard = subprocess.Popen([sys.executable, "-m", GUARD_MODULE, str(os.getpid()), "--", *command])
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: object) -> None:
@@ -112,7 +114,7 @@ def threading_main() -> bool:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m ddsearch.search.guard OWNER_PID -- COMMAND...", file=sys.stderr)
+        print(f"usage: python -m {GUARD_MODULE} OWNER_PID -- COMMAND...", file=sys.stderr)
         return 2
     owner = int(argv[0])
     proc = subprocess.Popen(argv[2:], start_new_session=True)

@@ -1,16 +1,42 @@
-"""``ddsearch scores`` and ``ddsearch experts``: fill PAD's cache ahead of a study."""
+"""``ddsearch scores`` and ``ddsearch experts``: fill PAD's cache ahead of a study.
+
+The two commands share one module: both load a PAD study the same way and fill the same cache.
+"""
 
 from __future__ import annotations
 
+import argparse
 import time
+from typing import TYPE_CHECKING, Any
 
-from ddsearch.config import PADSettings, Study, load_study
-from ddsearch.data import RealData
+from ddsearch.commands._args import add_command, add_study_args, study_overrides
 from ddsearch.errors import DDSearchError
+
+if TYPE_CHECKING:
+    from ddsearch.config import Study
+    from ddsearch.data import RealData
+    from ddsearch.methods.pad.settings import PADSettings
+
+
+def add_parser(subparsers: Any) -> None:
+    add_study_args(add_command(subparsers, "scores", run_scores,
+                               "compute (and cache) PAD's per-sample difficulty scores for a study"))
+    add_study_args(add_command(subparsers, "experts", run_experts,
+                               "train (and cache) PAD's expert trajectories for a study ahead of time"))
+
+
+def run_scores(args: argparse.Namespace) -> int:
+    return scores_command(args.study, study_overrides(args))
+
+
+def run_experts(args: argparse.Namespace) -> int:
+    return experts_command(args.study, study_overrides(args))
 
 
 def _load(study_path: str, overrides: list[str] | None) -> tuple[Study, PADSettings, RealData]:
-    from ddsearch.runner import load_study_data
+    from ddsearch.config import load_study
+    from ddsearch.methods.pad.settings import PADSettings
+    from ddsearch.study_data import load_study_data
 
     study = load_study(study_path, overrides or [])
     if study.method.name != "pad" or not isinstance(study.method, PADSettings):
