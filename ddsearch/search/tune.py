@@ -6,8 +6,8 @@
    keeps it); one child run per trial (created by the trial). A local SQLite store gets an
    ``mlflow server`` for the study, so concurrent trials log over HTTP instead of locking SQLite.
 3. Search: Ray Tune with a seeded ``OptunaSearch`` whose Optuna study persists in
-   ``<state>/optuna.db``, ASHA (or FIFO) on intermediate ``val_acc``, retries from checkpoints
-   (``FailureConfig``), ``--resume`` through ``Tuner.restore``.
+   ``<state>/optuna.db`` (or the database of ``sampler.storage``), ASHA (or FIFO) on intermediate
+   ``val_acc``, retries from checkpoints (``FailureConfig``), ``--resume`` through ``Tuner.restore``.
 4. At the end the parent run gets the leaderboard, the best config and synset, and Optuna's
    plots; no run is left RUNNING.
 
@@ -17,7 +17,7 @@ State folder (``state_dir``, default ``./.ddsearch/<study name>``)::
     study.json       the study as it started (a resume must match it)
     overrides.json   the --set overrides it started with (the resume hint repeats them)
     tracking.json    store URI, experiment id and parent run id
-    optuna.db        the Optuna study (SQLite)
+    optuna.db        the Optuna study (SQLite), unless sampler.storage names a database
     ray/<name>/      Ray Tune's experiment: trial results and checkpoints
     mlflow-server.log
 
@@ -47,7 +47,7 @@ from ddsearch.config import Study, load_study
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.paths import MARKER, check_owner, make_owned_dir, remove_owned_dir
-from ddsearch.search import cluster
+from ddsearch.search import cluster, storage
 from ddsearch.search.notes import column_legend, describe_study, stop_reason, trial_note
 from ddsearch.search.space import SearchSpace, build_space, make_searcher, reconcile_optuna
 
@@ -90,6 +90,11 @@ class Plan:
         return self.state_dir / "ray" / self.study.name
 
     @property
+    def optuna_storage(self) -> storage.Location:
+        """``sampler.storage`` (a database URL), else ``<state_dir>/optuna.db``."""
+        return storage.location(self.study.sampler.storage, self.state_dir / OPTUNA_FILE)
+
+    @property
     def local_store(self) -> bool:
         return tracking.sqlite_store_paths(self.tracking_uri) is not None
 
@@ -130,6 +135,8 @@ def prepare(args: Any) -> Plan:
     uri = tracking.resolve_tracking_uri(getattr(args, "tracking_uri", None) or study.tracking.uri, create=False)
     tracking.check_reachable(uri)
     tracking.check_writable(uri, create=False)  # a dry run creates nothing
+    storage.check_url(study.sampler.storage)
+    storage.check_reachable(study.sampler.storage)
     address = cluster.resolve_address(getattr(args, "address", None))
     cluster.check_address(address)
     if address is None:
@@ -193,7 +200,7 @@ def print_plan(plan: Plan, resources: dict[str, Any]) -> None:
         objective += f", minimise {plan.space.metrics[1]} (Pareto front)"
     lines += [
         f"objective    {objective}",
-        f"sampler      {s.sampler.type} (seed {s.sampler.seed}), Optuna storage {plan.state_dir / OPTUNA_FILE}",
+        f"sampler      {s.sampler.type} (seed {s.sampler.seed}), Optuna storage {storage.describe(plan.optuna_storage)}",
         "scheduler    " + (
             f"ASHA on val_acc over distillation iterations (grace {s.scheduler.grace_period} evaluation(s) = "
             f"{min(s.scheduler.grace_period * s.evaluation.eval_every, _max_iterations(plan))} it, "
@@ -278,7 +285,7 @@ def _prepare_state(plan: Plan, resume: bool) -> bool:
     make_owned_dir(state)
     os.chmod(state, 0o700)  # Ray's pickles live here
     remove_owned_dir(plan.ray_dir, within=state)
-    (state / OPTUNA_FILE).unlink(missing_ok=True)
+    storage.clear(plan.optuna_storage, plan.study.name)
     make_owned_dir(plan.ray_dir.parent)
     make_owned_dir(plan.ray_dir)
     (state / STUDY_FILE).write_text(json.dumps(_fingerprint(plan.study), indent=2))
@@ -449,7 +456,7 @@ def _build_tuner(plan: Plan, restored: bool, trainable: Any, callback_key: str):
     if restored:
         return tune.Tuner.restore(str(plan.ray_dir), trainable=trainable, resume_unfinished=True,
                                   resume_errored=True, restart_errored=False)
-    searcher = make_searcher(s, plan.space, plan.state_dir / OPTUNA_FILE)
+    searcher = make_searcher(s, plan.space, plan.optuna_storage)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -616,7 +623,7 @@ def finalize(plan: Plan, statuses: dict[str, str], uri: str, experiment: str, pa
             tracking.set_tags(uri, child.info.run_id, {tracking.TAG_OUTCOME: "unfinished",
                                                        "ddsearch.interrupted": "its trial ended without closing the run"})
             tracking.set_status(uri, child.info.run_id, "KILLED")
-    closed = reconcile_optuna(plan.state_dir / OPTUNA_FILE, plan.study.name, tune_ids)
+    closed = reconcile_optuna(plan.optuna_storage, plan.study.name, tune_ids)
     if closed:
         print(f"optuna: {closed} trial(s) whose Tune trial was lost were marked FAIL")
 
@@ -691,4 +698,4 @@ def _log_plots(plan: Plan, uri: str, parent_id: str) -> None:
     """Optuna's plots as PNG, trials named by their run names (see ddsearch.search.plots)."""
     from ddsearch.search.plots import log_study_plots
 
-    log_study_plots(plan.state_dir / OPTUNA_FILE, plan.study.name, plan.space, uri, parent_id)
+    log_study_plots(plan.optuna_storage, plan.study.name, plan.space, uri, parent_id)
