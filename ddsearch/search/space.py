@@ -230,7 +230,9 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
             step = result.get("iteration")
             if isinstance(self.metric, str) and isinstance(value, (int, float)) and isinstance(step, int):
                 # steps are distillation iterations, as in MLflow (40/80/120), not Tune's report count
-                self._ot_trials[trial_id].report(float(value), step)
+                from ddsearch.search.storage import retrying
+
+                retrying(lambda: self._ot_trials[trial_id].report(float(value), step), "report")
                 return
             super().on_trial_result(trial_id, result)
         except Exception as err:  # noqa: BLE001 - an Optuna hiccup must not end the whole study
