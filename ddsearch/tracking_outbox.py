@@ -105,9 +105,12 @@ class Outbox:
         self.last_error = ""
         self.metrics_delivered = 0  # metric values acknowledged by the server in this attempt
         self.outages = 0  # how many times the server went away during this attempt
+        self.logged_through: dict[str, int] = {}  # key -> last step the run had when this attempt resumed
 
     # ---- MlflowClient's write methods (what RunLogger calls) --------------------------------
     def log_batch(self, run_id: str, metrics: Any = (), params: Any = (), tags: Any = (), **_: Any) -> None:
+        if self.logged_through and metrics:
+            metrics = [m for m in metrics if int(m.step or 0) > self.logged_through.get(m.key, -1)]
         if params:
             self._put({"op": "params", "params": {p.key: p.value for p in params}})
         if tags:
@@ -142,6 +145,8 @@ class Outbox:
             entry = {"op": "file", "dir": folder or None, "path": artifact_file}
             self._put(entry, replaces=("file", artifact_file), image=(picture, name))
             return
+        if int(step or 0) <= self.logged_through.get(f"image:{key}", -1):
+            return
         # MLflow's step-image layout (MlflowClient.log_image), with its timestamp and uuid fixed
         # now, so that a resend writes the same two files instead of a second image for the step.
         stem = (f"{re.sub('/', '~', key or 'image')}+step+{int(step or 0)}"
@@ -158,6 +163,21 @@ class Outbox:
     def get_run(self, run_id: str):
         """A read, straight to the server (queued writes are not in it yet)."""
         return self.client.get_run(run_id)
+
+    def skip_logged_steps(self) -> dict[str, int]:
+        """A resumed attempt repeats the steps its predecessor ran after the checkpoint: log none
+        of the steps the run already has, so that each metric (and step image) keeps one value
+        per step. In-order delivery means the run has every earlier step of that attempt too."""
+        run = self.client.get_run(self.run_id)
+        through = {key: max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=-1)
+                   for key in run.data.metrics}
+        for item in self.client.list_artifacts(self.run_id, "images"):
+            found = re.fullmatch(r"images/(.+)\+step\+(\d+)\+timestamp\+.*", item.path)
+            if found:
+                key = f"image:{found.group(1).replace('~', '/')}"
+                through[key] = max(through.get(key, -1), int(found.group(2)))
+        self.logged_through = through
+        return through
 
     # ---- the queue ---------------------------------------------------------------------------
     def _put(self, entry: dict[str, Any], replaces: tuple[str, str] | None = None,

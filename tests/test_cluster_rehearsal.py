@@ -39,8 +39,8 @@ from conftest import TINY_CONV, TINY_CONV_BN
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(postgres_missing() is not None, reason=postgres_missing() or "")]
 
-ITERATIONS = 40
-EVAL_EVERY = 10
+ITERATIONS = 120  # ~12 s of training per trial here: long enough to be hit mid-run
+EVAL_EVERY = 30
 OUTAGE_S = float(os.environ.get("DDSEARCH_TEST_OUTAGE_S", "20"))  # the issue's 20 s; the kill/restart is real either way
 STUDY_TIMEOUT_S = 400
 
@@ -116,9 +116,10 @@ def wait_for(condition, what: str, driver: subprocess.Popen, log: Path, timeout_
 
 
 def checkpointed(folder: Path, name: str, trials: int, at_least: int = EVAL_EVERY):
-    """True once ``trials`` trials have reported a checkpoint at iteration >= ``at_least`` (and none ended)."""
+    """True once ``trials`` trials have reported a checkpoint at iteration >= ``at_least`` (none has ended)."""
     def check() -> bool:
         found = results(folder, name)
+        assert not any(r.get("final") for rows in found.values() for r in rows), "a trial ended before the fault"
         done = [rows for rows in found.values()
                 if any(r.get("checkpoint_dir_name") and r.get("iteration", 0) >= at_least for r in rows)]
         return len(done) >= trials

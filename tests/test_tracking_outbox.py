@@ -146,3 +146,23 @@ def test_transient_and_permanent_failures() -> None:
     assert is_transient(MlflowException("busy", error_code=TEMPORARILY_UNAVAILABLE))
     assert not is_transient(MlflowException("bad", error_code=INVALID_PARAMETER_VALUE))
     assert not is_transient(ValueError("a bug"))
+
+
+def test_a_resumed_attempt_does_not_log_the_steps_its_run_already_has(store, tmp_path: Path) -> None:
+    """Steps its predecessor ran after the checkpoint are run again; the run keeps one value per step."""
+    uri, run_id = store
+    grid = np.zeros((8, 8, 3), dtype=np.uint8)
+    first = tracking.RunLogger(run_id, uri)
+    first.client = Outbox(tracking.client(uri), run_id, tmp_path / "a")
+    first.on_losses(5, [5.0, 4.0, 3.0, 2.0, 1.0])
+    first.client.log_image(run_id, grid, key="synset_grid", step=3)
+    second = tracking.RunLogger(run_id, uri)
+    second.client = Outbox(tracking.client(uri), run_id, tmp_path / "b")
+    assert second.client.skip_logged_steps() == {"loss": 5, "image:synset_grid": 3}
+    second.on_losses(8, [9.0] * 6)  # resumed from the checkpoint at step 2
+    for step in (3, 6):
+        second.client.log_image(run_id, grid, key="synset_grid", step=step)
+    history = tracking.client(uri).get_metric_history(run_id, "loss")
+    assert sorted(m.step for m in history) == list(range(1, 9))
+    images = [p for p in tracking.list_artifact_paths(uri, run_id) if p.startswith("images/")]
+    assert sorted(int(p.split("+")[2]) for p in images) == [3, 3, 6, 6]  # a .png and a .webp per step

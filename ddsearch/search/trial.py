@@ -185,6 +185,8 @@ def _run_trial(data: RealData, setup: TrialSetup, searched: dict[str, Any], optu
     logger.client = outbox  # every write of the run is queued, and sent at once while the server answers
     run = _reachable(lambda: outbox.get_run(run_id), outbox)
     already_final = "final_val_acc" in run.data.metrics
+    if resume_state is not None:
+        _reachable(outbox.skip_logged_steps, outbox)
     if resume_state is None:
         # Only the searched settings: the fixed ones are the parent's params (and config.json has
         # them all). MLflow prints a run's params above its image card; 30 identical ones hid it.
