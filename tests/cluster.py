@@ -57,7 +57,7 @@ def free_port() -> int:
 
 # ---- process trees, through /proc ---------------------------------------------------------------
 
-def _stat(pid: int) -> tuple[int, int]:
+def proc_stat(pid: int) -> tuple[int, int]:
     """(parent pid, start time in clock ticks) of a live process."""
     with open(f"/proc/{pid}/stat") as f:
         text = f.read()
@@ -73,7 +73,7 @@ def tree(root: int) -> dict[int, int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                parent, start = _stat(int(entry))
+                parent, start = proc_stat(int(entry))
             except (OSError, ValueError, IndexError):
                 continue
             children.setdefault(parent, []).append(int(entry))
@@ -91,7 +91,7 @@ def kill_all(procs: dict[int, int], sig: int = signal.SIGKILL) -> None:
     """Signal the processes of ``procs`` that still are the same processes (no reused pids)."""
     for pid, start in procs.items():
         try:
-            if _stat(pid)[1] == start:
+            if proc_stat(pid)[1] == start:
                 os.kill(pid, sig)
         except (OSError, ValueError, IndexError):
             pass
