@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -103,6 +104,7 @@ def main() -> None:
     finally:
         local.stop()
         cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
     import mlflow
 
     info = device_info(torch.device("cpu")) | {"cpu_model": _cpu_model(), "mlflow": mlflow.__version__, "load_average_before": load_before,
