@@ -149,11 +149,19 @@ class SchedulerConfig(_Strict):
 class SamplerConfig(_Strict):
     type: Literal["tpe", "gp", "random", "nsga2"] = "tpe"
     seed: int = 0
+    storage: str | None = Field(
+        None, description="Optuna RDB URL, e.g. postgresql://user@host:5432/optuna (no password: use PGPASSWORD); "
+                          "default: <state_dir>/optuna.db"
+    )
 
 
 class TrackingConfig(_Strict):
     uri: str | None = Field(None, description="MLflow tracking URI; default: a local store under ./mlruns")
     experiment: str | None = Field(None, description="MLflow experiment; default: the study name")
+    outage_s: float = Field(
+        600.0, gt=0, description="a trial rides out a tracking-server outage this long (logs queue in its "
+                                 "checkpoint), then fails with that reason"
+    )
 
 
 def check_name(value: str) -> str:

@@ -34,6 +34,9 @@ from typing import Any
 import pytest
 import yaml
 
+from cluster import proc_stat as _stat
+from cluster import kill_all as _kill_all
+from cluster import tree as _tree
 from conftest import TINY_CONV, TINY_CONV_BN
 
 NAME = "nodefail"
@@ -47,52 +50,12 @@ RAY = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"  # the 
 
 # ---- processes, through /proc (no psutil) ---------------------------------------------------
 
-def _stat(pid: int) -> tuple[int, int]:
-    """(parent pid, start time in clock ticks) of a live process."""
-    with open(f"/proc/{pid}/stat") as f:
-        text = f.read()
-    fields = text[text.rindex(")") + 2:].split()
-    return int(fields[1]), int(fields[19])
-
-
 def _ancestors(pid: int) -> list[int]:
     out = []
     while pid > 1:
         pid = _stat(pid)[0]
         out.append(pid)
     return out
-
-
-def _tree(root: int) -> dict[int, int]:
-    """pid -> start time of ``root`` and all its descendants (Ray's workers call setsid, so a
-    process group misses them; the parent links do not)."""
-    children: dict[int, list[int]] = {}
-    started: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parent, start = _stat(int(entry))
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-            started[int(entry)] = start
-    out, todo = {}, [root]
-    while todo:
-        pid = todo.pop()
-        if pid in started:
-            out[pid] = started[pid]
-            todo += children.get(pid, [])
-    return out
-
-
-def _kill_all(procs: dict[int, int], sig: int = signal.SIGKILL) -> None:
-    """Signal the processes of ``procs`` that still are the same processes (no reused pids)."""
-    for pid, start in procs.items():
-        try:
-            if _stat(pid)[1] == start:
-                os.kill(pid, sig)
-        except (OSError, ValueError, IndexError):
-            pass
 
 
 def _raylet_node_id(ray_start_pid: int) -> str:

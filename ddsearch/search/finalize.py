@@ -18,7 +18,6 @@ import yaml
 from ddsearch.search.notes import column_legend
 from ddsearch.search.plan import Plan
 from ddsearch.search.space import reconcile_optuna
-from ddsearch.search.state import OPTUNA_FILE
 from ddsearch.tracking import store
 from ddsearch.tracking.study_runs import StudyRuns
 
@@ -51,7 +50,7 @@ def finalize(plan: Plan, statuses: dict[str, str], runs: StudyRuns):
     tune_ids = set(statuses)
     runs.mark_lost(tune_ids)
     runs.close_running("its trial ended without closing the run", outcome="unfinished")
-    closed = reconcile_optuna(plan.state_dir / OPTUNA_FILE, plan.study.name, tune_ids)
+    closed = reconcile_optuna(plan.optuna_storage, plan.study.name, tune_ids)
     if closed:
         print(f"optuna: {closed} trial(s) whose Tune trial was lost were marked FAIL")
 
@@ -131,4 +130,4 @@ def _log_plots(plan: Plan, uri: str, parent_id: str) -> None:
     """Optuna's plots as PNG, trials named by their run names (see ddsearch.search.plots)."""
     from ddsearch.search.plots import log_study_plots
 
-    log_study_plots(plan.state_dir / OPTUNA_FILE, plan.study.name, plan.space, uri, parent_id)
+    log_study_plots(plan.optuna_storage, plan.study.name, plan.space, uri, parent_id)

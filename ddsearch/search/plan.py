@@ -14,7 +14,7 @@ from typing import Any
 from ddsearch.config import Study, load_study
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
-from ddsearch.search import cluster
+from ddsearch.search import cluster, storage
 from ddsearch.search.space import SearchSpace, build_space
 from ddsearch.search.state import OPTUNA_FILE, check_state_dir
 from ddsearch.tracking import store
@@ -45,6 +45,11 @@ class Plan:
     @property
     def ray_dir(self) -> Path:
         return self.state_dir / "ray" / self.study.name
+
+    @property
+    def optuna_storage(self) -> storage.Location:
+        """``sampler.storage`` (a database URL), else ``<state_dir>/optuna.db``."""
+        return storage.location(self.study.sampler.storage, self.state_dir / OPTUNA_FILE)
 
     @property
     def local_store(self) -> bool:
@@ -87,6 +92,8 @@ def prepare(args: Any) -> Plan:
     uri = store.resolve_tracking_uri(getattr(args, "tracking_uri", None) or study.tracking.uri, create=False)
     store.check_reachable(uri)
     store.check_writable(uri, create=False)  # a dry run creates nothing
+    storage.check_url(study.sampler.storage)
+    storage.check_reachable(study.sampler.storage)
     address = cluster.resolve_address(getattr(args, "address", None))
     cluster.check_address(address)
     if address is None:
@@ -125,7 +132,7 @@ def print_plan(plan: Plan, resources: dict[str, Any]) -> None:
         objective += f", minimise {plan.space.metrics[1]} (Pareto front)"
     lines += [
         f"objective    {objective}",
-        f"sampler      {s.sampler.type} (seed {s.sampler.seed}), Optuna storage {plan.state_dir / OPTUNA_FILE}",
+        f"sampler      {s.sampler.type} (seed {s.sampler.seed}), Optuna storage {storage.describe(plan.optuna_storage)}",
         "scheduler    " + (
             f"ASHA on val_acc over distillation iterations (grace {s.scheduler.grace_period} evaluation(s) = "
             f"{min(s.scheduler.grace_period * s.evaluation.eval_every, max_iterations(plan))} it, "

@@ -118,7 +118,7 @@ def figure_png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def log_study_plots(storage_path: Path, study_name: str, space: Any, uri: str, parent_id: str) -> None:
+def log_study_plots(storage_path: "Path | str", study_name: str, space: Any, uri: str, parent_id: str) -> None:
     """plots/*.png on the parent run: history, intermediate values (one objective) or Pareto
     front (two), and parameter importances once two trials finished."""
     import optuna

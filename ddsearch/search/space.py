@@ -177,11 +177,11 @@ def make_sampler(study: Study):
     raise DDSearchError(f"sampler.type: unknown sampler {kind!r}")  # pragma: no cover - schema-checked
 
 
-def optuna_storage(path: Path):
-    import optuna
+def optuna_storage(path: Path | str):
+    """The Optuna storage at ``path`` (the state folder's file) or a database URL (sampler.storage)."""
+    from ddsearch.search.storage import rdb
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(f"sqlite:///{path}")
+    return rdb(path)
 
 
 def _searcher_class():
@@ -190,7 +190,7 @@ def _searcher_class():
     return OptunaSearch
 
 
-def make_searcher(study: Study, space: SearchSpace, storage_path: Path):
+def make_searcher(study: Study, space: SearchSpace, storage_path: Path | str):
     """Seeded OptunaSearch over ``space`` whose Optuna study persists in ``storage_path``."""
     import optuna
 
@@ -211,11 +211,13 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
     """OptunaSearch that hands each trial its Optuna number and tells Optuna the true outcome."""
 
     def suggest(self, trial_id: str) -> dict | None:
-        config = super().suggest(trial_id)
+        from ddsearch.search.storage import retrying  # a database storage may be restarting
+
+        config = retrying(lambda: super(StudySearcher, self).suggest(trial_id), "suggest")
         if config is None:
             return None
         ot_trial = self._ot_trials[trial_id]
-        ot_trial.set_user_attr("tune_trial_id", trial_id)
+        retrying(lambda: ot_trial.set_user_attr("tune_trial_id", trial_id), "set_user_attr")
         return {**config, OPTUNA_NUMBER_KEY: ot_trial.number}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -228,7 +230,9 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
             step = result.get("iteration")
             if isinstance(self.metric, str) and isinstance(value, (int, float)) and isinstance(step, int):
                 # steps are distillation iterations, as in MLflow (40/80/120), not Tune's report count
-                self._ot_trials[trial_id].report(float(value), step)
+                from ddsearch.search.storage import retrying
+
+                retrying(lambda: self._ot_trials[trial_id].report(float(value), step), "report")
                 return
             super().on_trial_result(trial_id, result)
         except Exception as err:  # noqa: BLE001 - an Optuna hiccup must not end the whole study
@@ -250,7 +254,9 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
         elif result is not None and not result.get(FINAL_KEY):
             state, reason = optuna.trial.TrialState.PRUNED, f"stopped early at iteration {result.get('iteration')}"
         if state is None:
-            super().on_trial_complete(trial_id, result=result, error=error)
+            from ddsearch.search.storage import retrying
+
+            retrying(lambda: super(StudySearcher, self).on_trial_complete(trial_id, result=result, error=error), "tell")
             return
         try:
             ot_trial.set_user_attr("ddsearch_reason", reason[:1000])
@@ -268,14 +274,16 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
         self._completed_trials.add(trial_id)
 
 
-def reconcile_optuna(storage_path: Path, study_name: str, tune_trial_ids: set[str]) -> int:
+def reconcile_optuna(storage_path: Path | str, study_name: str, tune_trial_ids: set[str]) -> int:
     """Mark Optuna trials left RUNNING (their Tune trial was lost with a killed driver) as FAIL.
 
     Returns how many were closed. Called after a study's Tuner has finished.
     """
     import optuna
 
-    if not storage_path.is_file():
+    from ddsearch.search.storage import exists
+
+    if not exists(storage_path):
         return 0
     storage = optuna_storage(storage_path)
     try:
@@ -293,7 +301,7 @@ def reconcile_optuna(storage_path: Path, study_name: str, tune_trial_ids: set[st
     return closed
 
 
-def load_optuna_study(storage_path: Path, study_name: str):
+def load_optuna_study(storage_path: Path | str, study_name: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

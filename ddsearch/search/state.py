@@ -7,7 +7,7 @@
     overrides.json   the --set overrides it started with (the resume hint repeats them)
     tracking.json    store URI, experiment id and parent run id
     session.json     the running driver's live tracking context (for Tune's callback); gone after it
-    optuna.db        the Optuna study (SQLite)
+    optuna.db        the Optuna study (SQLite), unless sampler.storage names a database
     ray/<name>/      Ray Tune's experiment: trial results and checkpoints
     mlflow-server.log
 
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ddsearch.config import Study
 from ddsearch.errors import DDSearchError
 from ddsearch.paths import MARKER, check_owner, make_owned_dir, remove_owned_dir
+from ddsearch.search import storage
 
 if TYPE_CHECKING:
     from ddsearch.search.plan import Plan
@@ -108,7 +109,7 @@ def prepare_state(plan: Plan, resume: bool) -> bool:
     make_owned_dir(state)
     os.chmod(state, 0o700)  # Ray's pickles live here
     remove_owned_dir(plan.ray_dir, within=state)
-    (state / OPTUNA_FILE).unlink(missing_ok=True)
+    storage.clear(plan.optuna_storage, plan.study.name)
     make_owned_dir(plan.ray_dir.parent)
     make_owned_dir(plan.ray_dir)
     (state / STUDY_FILE).write_text(json.dumps(_fingerprint(plan.study), indent=2))

@@ -6,6 +6,11 @@ node fetches them once), never reloaded per trial. The trial knows no method: it
 observer that logs to the trial's MLflow child run and, at every evaluation point, reports
 ``val_acc`` to Tune with a checkpoint (distiller state + MLflow run id). A retried or resumed
 trial restores that state and keeps writing the same MLflow run.
+
+Every MLflow write of a trial goes through its :class:`~ddsearch.tracking.outbox.Outbox`: when
+the tracking server is away the trial keeps training, its writes queue (and travel in its
+checkpoints), and they are sent in order once the server is back; the trial fails only after
+``tracking.outage_s`` without a server.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from ddsearch.runner import DivergedError, run_distillation, with_resolved_preci
 from ddsearch.study_data import resolve_device
 from ddsearch.search.notes import trial_note
 from ddsearch.search.space import FAILED_KEY, FINAL_KEY, OPTUNA_NUMBER_KEY
+from ddsearch.tracking import outbox as tracking_outbox
 from ddsearch.tracking.run_logger import RunLogger
-from ddsearch.tracking.store import NOTE_TAG, get_run_record
+from ddsearch.tracking.store import NOTE_TAG, client, get_run_record
 from ddsearch.tracking.study_runs import TAG_NODE, TAG_OPTUNA, TAG_RESUMED_FROM, TAG_STUDY, StudyRuns
 
 STATE_FILE = "distiller.safetensors"
 META_FILE = "trial.json"
+OUTBOX_DIR = "outbox"
 
 
 @dataclass(frozen=True)
@@ -57,8 +64,10 @@ def _node() -> dict[str, str]:
 class TuneObserver:
     """Runner observer for a trial: MLflow child run + Tune reports and checkpoints."""
 
-    def __init__(self, logger: RunLogger, uri: str, study: Study, report: Any, already_final: bool) -> None:
+    def __init__(self, logger: RunLogger, uri: str, study: Study, report: Any, already_final: bool,
+                 outbox: tracking_outbox.Outbox | None = None) -> None:
         self.logger = logger
+        self.outbox = outbox  # its pending writes travel in each checkpoint
         self.uri = uri
         self.study = study
         self.report = report  # ray.tune.report (injected, so the observer is testable without Ray)
@@ -97,6 +106,8 @@ class TuneObserver:
             save_state(state, Path(tmp) / STATE_FILE)
             meta = {"mlflow_run_id": self.logger.run_id, "iteration": point.iteration}
             (Path(tmp) / META_FILE).write_text(json.dumps(meta))
+            if self.outbox is not None and self.outbox.pending:
+                self.outbox.save(Path(tmp) / OUTBOX_DIR)
             metrics = self.metrics(point.val_acc, point.test_acc, point.iteration, point.distill_seconds, final=False)
             self.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
@@ -105,8 +116,9 @@ class TuneObserver:
             self.logger.on_final(outcome)
 
 
-def load_checkpoint() -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """(distiller state, meta) from Tune's checkpoint of this trial, or (None, {})."""
+def load_checkpoint(outbox: tracking_outbox.Outbox | None = None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(distiller state, meta) from Tune's checkpoint of this trial, or (None, {}); the writes it
+    still had queued go back into ``outbox``."""
     from ray import tune
 
     from ddsearch.checkpoint import load_state
@@ -117,6 +129,8 @@ def load_checkpoint() -> tuple[dict[str, Any] | None, dict[str, Any]]:
     with checkpoint.as_directory() as folder:
         state = load_state(Path(folder) / STATE_FILE)
         meta = json.loads((Path(folder) / META_FILE).read_text())
+        if outbox is not None:
+            meta["queued_writes"] = outbox.restore(Path(folder) / OUTBOX_DIR)
     return state, meta
 
 
@@ -132,8 +146,26 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
         data = data.to(device)
 
     trial_id = tune.get_context().get_trial_id()
-    resume_state, meta = load_checkpoint()
     uri = setup.tracking_uri
+    tracking_outbox.use_quick_client()  # the outbox retries; a dead server must not stall a request for minutes
+    outbox = tracking_outbox.Outbox(client(uri), "", tempfile.mkdtemp(prefix="ddsearch-outbox-"),
+                                    setup.study.tracking.outage_s, uri)
+    try:
+        _run_trial(data, setup, searched, optuna_number, study, trial_id, uri, outbox)
+    finally:
+        outbox.close()
+
+
+def _reachable(call: Any, outbox: tracking_outbox.Outbox) -> Any:
+    """What a trial cannot queue (its run id, reads): retried while the server is away."""
+    return tracking_outbox.call_until_reachable(call, outbox.outage_s, outbox.where)
+
+
+def _run_trial(data: RealData, setup: TrialSetup, searched: dict[str, Any], optuna_number: Any, study: Study,
+               trial_id: str, uri: str, outbox: tracking_outbox.Outbox) -> None:
+    from ray import tune
+
+    resume_state, meta = load_checkpoint(outbox)
     name = f"trial-{optuna_number:03d}" if isinstance(optuna_number, int) else f"trial-{trial_id}"
     # No tracking URI tag: a study's server is temporary, so it would point at nothing later.
     tags = {
@@ -143,18 +175,24 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
         NOTE_TAG: trial_note(name, study.name, searched, "Running."),
         **_node(),
     }
-    runs = StudyRuns(uri, setup.experiment_id, setup.parent_run_id)
-    run_id = runs.open_trial(trial_id, meta.get("mlflow_run_id"), name, tags)
+    run_id = _reachable(lambda: StudyRuns(uri, setup.experiment_id, setup.parent_run_id).open_trial(
+        trial_id, meta.get("mlflow_run_id"), name, tags), outbox)
+    outbox.run_id = run_id
+    # Every later write of the run is queued, and sent at once while the server answers.
+    runs = StudyRuns(uri, setup.experiment_id, setup.parent_run_id, mlflow_client=outbox)
     logger = RunLogger(run_id, uri)
-    record = get_run_record(uri, run_id)
+    logger.client = outbox
+    record = _reachable(lambda: get_run_record(uri, run_id), outbox)
     already_final = record is not None and "final_val_acc" in record["metrics"]
+    if resume_state is not None:
+        _reachable(outbox.skip_logged_steps, outbox)
     if resume_state is None:
         # Only the searched settings: the fixed ones are the parent's params (and config.json has
         # them all). MLflow prints a run's params above its image card; 30 identical ones hid it.
-        logger.log_params({f"method.{k}": v for k, v in searched.items()})
+        _reachable(lambda: logger.log_params({f"method.{k}": v for k, v in searched.items()}), outbox)
         logger.log_json(study.model_dump(mode="json"), "config.json")
 
-    observer = TuneObserver(logger, uri, study, tune.report, already_final)
+    observer = TuneObserver(logger, uri, study, tune.report, already_final, outbox)
     try:
         outcome = run_distillation(study, data, observer=observer, resume_state=resume_state, progress=False)
     except DivergedError as err:
@@ -162,8 +200,9 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
         # trial normally, so the study goes on and no retry is spent on it.
         if err.last_good is not None:
             logger.log_synset(err.last_good, "last_good_synset.safetensors")
-        runs.fail(run_id, str(err), outcome="diverged")
         runs.set_note(run_id, trial_note(name, study.name, searched, f"Failed: diverged at iteration {err.iteration}."))
+        runs.fail(run_id, str(err), outcome="diverged")
+        outbox.drain()
         last = observer.last
         tune.report({
             "val_acc": math.nan, "test_acc": math.nan, "iteration": int(err.iteration),
@@ -173,12 +212,14 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
         return
     except SystemExit:
         # Tune stopped the trial (ASHA, time budget): its report call exits the trial's thread.
-        # The driver's callback closes the run as stopped early.
+        # The driver's callback closes the run as stopped early; what is queued goes first.
+        _drain_quietly(outbox, min(outbox.outage_s, 60.0))
         raise
     except BaseException as err:
         # Tune retries the trial from its last checkpoint (FailureConfig.max_failures); the retry
         # reopens this run. Record why this attempt ended.
-        runs.fail(run_id, f"{type(err).__name__}: {err}")
+        runs.fail(run_id, f"{type(err).__name__}: {err}"[:5000])
+        _drain_quietly(outbox, 0.0 if isinstance(err, tracking_outbox.TrackingOutageError) else 10.0)
         raise
 
     # val_acc/test_acc keep one meaning everywhere: the checkpoint evaluation, here at the last
@@ -191,7 +232,20 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
     if first is not None:
         note += f", final_val_acc {first.val_mean:.4f}, final_test_acc {first.test_mean:.4f} ({first.arch})"
     runs.finish(run_id, outcome="finished", note=trial_note(name, study.name, searched, note + "."))
+    outbox.drain()  # everything is on the server before Tune hears the trial ended
     final = observer.metrics(val, test, study.method.iterations, outcome.distill_seconds, final=True)
+    # what this attempt delivered: the load test counts the store's rows against it
+    final |= {"mlflow_metric_values": outbox.metrics_delivered, "tracking_outages": outbox.outages}
     if first is not None:
         final |= {"final_val_acc": float(first.val_mean), "final_test_acc": float(first.test_mean)}
     tune.report(final | {"eval_seconds": float(outcome.eval_seconds)})
+
+
+def _drain_quietly(outbox: tracking_outbox.Outbox, limit_s: float) -> None:
+    """Best effort on the way out of a failed or stopped attempt (the retry resends from its checkpoint)."""
+    try:
+        outbox.drain(limit_s)
+    except Exception as err:  # noqa: BLE001 - the attempt's own error (or stop) is what matters
+        import sys
+
+        print(f"ddsearch: warning: {outbox.pending} tracking write(s) not sent: {err}", file=sys.stderr)

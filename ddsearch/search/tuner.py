@@ -21,7 +21,7 @@ from ddsearch.search import cluster
 from ddsearch.search.notes import stop_reason, trial_note
 from ddsearch.search.plan import Plan, max_iterations
 from ddsearch.search.space import make_searcher
-from ddsearch.search.state import OPTUNA_FILE, SERVER_LOG, read_session
+from ddsearch.search.state import SERVER_LOG, read_session
 from ddsearch.tracking.server import TrackingServer
 from ddsearch.tracking.study_runs import StudyRuns
 
@@ -150,7 +150,7 @@ def build_tuner(plan: Plan, restored: bool, trainable: Any):
     if restored:
         return tune.Tuner.restore(str(plan.ray_dir), trainable=trainable, resume_unfinished=True,
                                   resume_errored=True, restart_errored=False)
-    searcher = make_searcher(s, plan.space, plan.state_dir / OPTUNA_FILE)
+    searcher = make_searcher(s, plan.space, plan.optuna_storage)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

@@ -64,11 +64,12 @@ TAG_DATASET = "ddsearch.dataset"
 class StudyRuns:
     """The runs of one study (or one single run) in one experiment, through one client."""
 
-    def __init__(self, uri: str, experiment_id: str, parent_id: str | None = None) -> None:
+    def __init__(self, uri: str, experiment_id: str, parent_id: str | None = None, mlflow_client: Any = None) -> None:
         self.uri = uri
         self.experiment_id = experiment_id
         self.parent_id = parent_id
-        self.client = client(uri)
+        # A trial passes its outbox (ddsearch.tracking.outbox), so its tags and status queue too.
+        self.client = mlflow_client or client(uri)
 
     @classmethod
     def in_experiment(cls, uri: str, experiment_name: str, parent_id: str | None = None) -> "StudyRuns":
