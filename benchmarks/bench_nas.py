@@ -80,7 +80,7 @@ def train_part(data: RealData, per_class: int, seed: int = 0) -> RealData:
 
 
 PAD_CPU = dict(ipc=10, arch="ConvNet", num_experts=1, expert_train_epochs=3, max_start_epoch=1, expert_epochs=2,
-               syn_steps=10, batch_syn=50, score_models=1, score_epochs=0, add_end_epoch=1, rm_epoch_first=2,
+               syn_steps=10, batch_syn=50, score_models=1, score_epochs=0, add_end_epoch=1, rm_epoch_first=3,
                rm_epoch_second=3)
 
 

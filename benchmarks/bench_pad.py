@@ -37,7 +37,7 @@ def _settings(args: argparse.Namespace, cache: str, **overrides):
         ipc=args.ipc, iterations=1000, arch=args.arch, num_experts=args.experts,
         expert_train_epochs=args.expert_epochs, expert_batch=256, max_start_epoch=2,
         max_start_epoch_final=None, expert_epochs=2, syn_steps=20, batch_syn=None,
-        score_models=1, score_epochs=1, add_end_epoch=2, rm_epoch_first=3, rm_epoch_second=4,
+        score_models=1, score_epochs=1, add_end_epoch=2, rm_epoch_first=4, rm_epoch_second=5,
         cache_dir=cache, skip_threshold=None,
     )
     return PADSettings(**(base | overrides))

@@ -22,6 +22,7 @@ from ddsearch.commands import (
     models,
     nas,
     pad_cache,
+    reevaluate,
     report,
     schema,
     tune,
@@ -33,7 +34,7 @@ EXIT_USER_ERROR = 2
 
 
 # In the order `ddsearch --help` lists them.
-COMMANDS = (datasets, models, evaluate, baseline, distill, tune, report, ui, schema, pad_cache, nas)
+COMMANDS = (datasets, models, evaluate, baseline, distill, tune, report, reevaluate, ui, schema, pad_cache, nas)
 
 
 class _Parser(argparse.ArgumentParser):

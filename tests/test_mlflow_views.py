@@ -403,3 +403,33 @@ def test_the_mlflow_ui_in_a_real_browser(study: SimpleNamespace, ui: str) -> Non
             _shot(page, "ui_report.png")
         finally:
             browser.close()
+
+
+# ---- after the views: `ddsearch reevaluate` adds to this study ------------------------------------
+def test_reevaluate_trains_the_defaults_and_the_best_again_and_logs_them(study: SimpleNamespace) -> None:
+    """Trial 0 and the best finished trial (by final_val_acc) get protocol_* metrics; nobody else does."""
+    done = subprocess.run([sys.executable, "-m", "ddsearch.cli", "reevaluate", str(study.path), "--epochs", "30",
+                           "--repeats", "2"], cwd=study.folder, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    client, parent_id = study.client, study.parent.info.run_id
+    runs = {r.info.run_name: client.get_run(r.info.run_id) for r in study.children}
+    default = next(r for r in runs.values() if r.data.tags["ddsearch.optuna_number"] == "0")
+    finished = [r for r in runs.values() if _finished(r)]
+    best = max(finished, key=lambda r: r.data.metrics["final_val_acc"])
+    chosen = {default.info.run_id, best.info.run_id}
+    for run in runs.values():
+        assert ("protocol_test_acc" in run.data.metrics) == (run.info.run_id in chosen), run.info.run_name
+    for run in (default, best):
+        metrics = run.data.metrics
+        assert 0.3 < metrics["protocol_test_acc"] <= 1.0  # far above chance (0.1) after 30 epochs
+        assert metrics["protocol_test_acc_std"] >= 0.0
+        assert run.data.tags["ddsearch.protocol"].startswith(f"{TINY_CONV}, 2 x 30 epochs")
+    parent = client.get_run(parent_id).data.metrics
+    assert parent["default_protocol_test_acc"] == pytest.approx(default.data.metrics["protocol_test_acc"])
+    assert parent["best_protocol_test_acc"] == pytest.approx(best.data.metrics["protocol_test_acc"])
+    assert parent["protocol_test_gain"] == pytest.approx(parent["best_protocol_test_acc"] - parent["default_protocol_test_acc"])
+    board = _csv(study.text(parent_id, "leaderboard.csv"))
+    filled = {row["run"] for row in board if row.get("protocol_test_acc")}
+    assert filled == {default.info.run_name, best.info.run_name}
+    table = json.loads(study.text(parent_id, "reevaluation.json"))
+    assert "default" in done.stdout and "best" in done.stdout and table

@@ -47,7 +47,7 @@ def tiny(cache: Path, **overrides) -> PADSettings:
     base = dict(
         ipc=2, iterations=4, arch=ARCH, num_experts=2, expert_train_epochs=5, expert_batch=128,
         max_start_epoch=2, expert_epochs=2, syn_steps=3, batch_syn=8, score_models=1, score_epochs=1,
-        init_ratio=0.5, add_end_epoch=2, rm_epoch_first=3, rm_epoch_second=4, cache_dir=str(cache),
+        init_ratio=0.5, add_end_epoch=2, rm_epoch_first=4, rm_epoch_second=4, cache_dir=str(cache),
     )
     return PADSettings(**(base | overrides))
 
@@ -76,7 +76,7 @@ def cache(tmp_path_factory, digits) -> Path:
 
 # ---- scheduler ----------------------------------------------------------------------------
 
-SCHED = dict(init_ratio=0.5, add_end_epoch=4, rm_epoch_first=6, rm_easy_ratio_first=0.1,
+SCHED = dict(max_start_epoch=4, init_ratio=0.5, add_end_epoch=4, rm_epoch_first=6, rm_easy_ratio_first=0.1,
              rm_epoch_second=8, rm_easy_ratio_second=0.3)
 # (start, end) per epoch for class sizes 7, 20, 33, worked out by hand from the rules:
 # end = floor((0.5 + 0.5 * e / 4) * n) before epoch 4, n after; start = floor(0.1 n) after epoch 6,
@@ -107,6 +107,27 @@ def test_scheduler_picks_exact_subsets_for_uneven_classes() -> None:
         picked = epoch_indices(ordered, epoch, settings)
         assert len(picked) == sum(EXPECTED[n][epoch][1] - EXPECTED[n][epoch][0] for n in sizes)
         assert len(set(picked.tolist())) == len(picked)
+
+
+def test_easy_samples_leave_only_after_every_matched_epoch() -> None:
+    """Removal inside the matched window is refused; the shipped studies at every IPC keep it out."""
+    import sys
+
+    from ddsearch.config import load_study
+
+    with pytest.raises(ValueError, match="rm_epoch_first .5. is inside the matched epochs.*>= 6"):
+        PADSettings(**(SCHED | dict(rm_epoch_first=5)))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from reproduce import IPC_OVERRIDES
+    finally:
+        sys.path.pop(0)
+    root = Path(__file__).resolve().parents[1] / "studies"
+    for name in ("mnist_pad.yaml", "mhist_pad.yaml"):
+        for ipc, overrides in {10: [], **IPC_OVERRIDES["pad"]}.items():
+            m = load_study(root / name, [f"method.ipc={ipc}", *overrides]).method
+            last_matched = max(m.max_start_epoch, m.max_start_epoch_final or 0) + m.expert_epochs
+            assert last_matched <= m.rm_epoch_first < m.expert_train_epochs, (name, ipc)
 
 
 def test_scheduler_keeps_tiny_classes_and_handles_no_ramp() -> None:
@@ -183,7 +204,7 @@ def test_skip_threshold_leaves_everything_unchanged(digits, cache) -> None:
 
 
 def test_start_epoch_upper_bound_grows(digits, cache) -> None:
-    s = tiny(cache, max_start_epoch=1, max_start_epoch_final=3, iterations=10)
+    s = tiny(cache, max_start_epoch=1, max_start_epoch_final=3, iterations=10, rm_epoch_first=5, rm_epoch_second=5)
     pad = PAD(s, digits, seed=0, progress=False)
     assert [pad.start_epoch_upper(i) for i in (0, 4, 5, 10, 20)] == [1, 1, 2, 3, 3]
 
@@ -359,7 +380,7 @@ def test_short_digits_run_beats_its_real_init(digits, tmp_path) -> None:
     settings = PADSettings(
         ipc=5, iterations=80, arch=ARCH32, num_experts=3, expert_train_epochs=10, expert_batch=64,
         max_start_epoch=4, max_start_epoch_final=6, expert_epochs=2, syn_steps=10, lr_img=100,
-        score_models=1, score_epochs=2, add_end_epoch=4, rm_epoch_first=6, rm_epoch_second=8,
+        score_models=1, score_epochs=2, add_end_epoch=4, rm_epoch_first=8, rm_epoch_second=9,
         cache_dir=str(tmp_path),
     )
     torch.manual_seed(0)

@@ -29,6 +29,8 @@ from ddsearch.tracking.study_runs import (
 
 FINISHED = "finished"
 STOPPED = "stopped_early"
+# written only by `ddsearch reevaluate`; a column appears once some trial has it
+PROTOCOL_COLUMNS = ("protocol_val_acc", "protocol_test_acc", "protocol_test_acc_std")
 _OUTCOME_ORDER = {FINISHED: 0, STOPPED: 1, "running": 2, "unfinished": 3, "failed": 4, "lost": 5}
 
 
@@ -75,6 +77,7 @@ def leaderboard(uri: str, experiment: str, parent_run_id: str, keys: list[str] |
             **{k: _number(p.get(f"method.{k}")) for k in keys},
             "final_val_acc": m.get("final_val_acc", math.nan),
             "final_test_acc": m.get("final_test_acc", math.nan),
+            **{k: m.get(k, math.nan) for k in PROTOCOL_COLUMNS},
             "outcome": _outcome(run["status"], t, m),
             "iteration": int(m["iteration"]) if "iteration" in m else None,
             "distill_s": m.get("distill_seconds_total", m.get("distill_seconds", math.nan)),
@@ -88,7 +91,9 @@ def leaderboard(uri: str, experiment: str, parent_run_id: str, keys: list[str] |
             "link": run_link(experiment, run["run_id"]),
             "note": t.get(TAG_FAILURE, t.get(TAG_STOPPED, ""))[:120],
         })
-    columns = ["run", "val_acc", "test_acc", *keys, "final_val_acc", "final_test_acc", "outcome", "iteration",
+    protocol = [k for k in PROTOCOL_COLUMNS if any(k in run["metrics"] for run in runs)]
+    rows = [{k: v for k, v in row.items() if k not in PROTOCOL_COLUMNS or k in protocol} for row in rows]
+    columns = ["run", "val_acc", "test_acc", *keys, "final_val_acc", "final_test_acc", *protocol, "outcome", "iteration",
                "distill_s", "eval_s", "status", "attempts", "optuna_trial", "ray_trial_id", "node", "run_id", "link",
                "note"]
     board = pd.DataFrame(rows, columns=columns)

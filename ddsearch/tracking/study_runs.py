@@ -19,6 +19,7 @@ from ddsearch.tracking.store import (
     describe_experiment,
     experiment_id,
     get_run_or_none,
+    log_metrics,
     quote,
     run_record,
     search_all,
@@ -59,6 +60,7 @@ TAG_BEST_TRIAL = "ddsearch.best_trial"
 TAG_PROXY = "ddsearch.proxy"
 TAG_PROXY_RUN = "ddsearch.proxy_run"
 TAG_DATASET = "ddsearch.dataset"
+TAG_PROTOCOL = "ddsearch.protocol"  # how protocol_* metrics were measured (ddsearch reevaluate)
 
 
 class StudyRuns:
@@ -112,6 +114,11 @@ class StudyRuns:
         if tags:
             self.set_tags(run_id, tags)
         set_status(self.uri, run_id, "FINISHED", self.client)
+
+    def record_protocol(self, run_id: str, metrics: dict[str, float], protocol: str) -> None:
+        """A re-evaluation of a finished run's set: its ``protocol_*`` metrics and how they were measured."""
+        log_metrics(self.uri, run_id, metrics, mlflow_client=self.client)
+        self.set_tags(run_id, {TAG_PROTOCOL: protocol})
 
     # ---- the parent run --------------------------------------------------------------------
     def create_parent(self, study_name: str, tags: dict[str, Any] | None = None) -> str:

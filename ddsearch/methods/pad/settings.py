@@ -52,7 +52,10 @@ class PADSettings(MethodBase):
     score_epochs: int = Field(2, ge=0, description="epochs those networks train before scoring (0: at init)")
     init_ratio: float = Field(0.75, gt=0, le=1)
     add_end_epoch: int = Field(10, ge=0)
-    rm_epoch_first: int = Field(10, ge=0)
+    rm_epoch_first: int = Field(
+        12, ge=0, description="easy-sample removal starts after this epoch; not before the last matched epoch "
+                              "(max start epoch + expert_epochs), so matched trajectories saw the whole data"
+    )
     rm_easy_ratio_first: float = Field(0.1, ge=0, lt=1)
     rm_epoch_second: int = Field(15, ge=0)
     rm_easy_ratio_second: float = Field(0.2, ge=0, lt=1)
@@ -89,6 +92,13 @@ class PADSettings(MethodBase):
             raise ValueError(
                 f"max_start_epoch_final ({self.max_start_epoch_final}) must not be below "
                 f"max_start_epoch ({self.max_start_epoch}); it is where the growing upper bound ends"
+            )
+        if self.rm_epoch_first < top + self.expert_epochs:
+            raise ValueError(
+                f"rm_epoch_first ({self.rm_epoch_first}) is inside the matched epochs: matching reaches epoch "
+                f"{top + self.expert_epochs} (max start epoch {top} + expert_epochs {self.expert_epochs}), so "
+                f"students would chase trajectories trained without the easy samples; set rm_epoch_first >= "
+                f"{top + self.expert_epochs}"
             )
         if self.rm_epoch_second < self.rm_epoch_first:
             raise ValueError(

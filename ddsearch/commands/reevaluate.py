@@ -1,0 +1,54 @@
+"""``ddsearch reevaluate STUDY``: train a finished study's defaults and best trial with the papers'
+protocol, and put the results on its leaderboard."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ddsearch.commands._args import add_command, add_study_args, positive_int, print_table, study_overrides
+from ddsearch.errors import DDSearchError
+
+
+def add_parser(subparsers: Any) -> None:
+    p = add_command(subparsers, "reevaluate", run,
+                    "re-train a finished study's defaults trial and validation-best with the papers' protocol "
+                    "(5 x 1000 epochs) and log the results on its leaderboard")
+    add_study_args(p)
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--epochs", type=positive_int, default=1000)
+    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument("--trials", default="default,best",
+                   help="comma-separated roles: default (Optuna trial 0) and/or best (by validation accuracy)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ddsearch.config import load_study
+    from ddsearch.search.reevaluate import reevaluate
+    from ddsearch.search.state import recorded_parent
+    from ddsearch.study_data import load_study_data
+    from ddsearch.tracking import store
+    from ddsearch.tracking.lookup import find_study_runs
+
+    study = load_study(args.study, study_overrides(args))
+    uri = store.resolve_tracking_uri(args.tracking_uri or study.tracking.uri, create=False)
+    store.check_reachable(uri)
+    store.check_store_exists(uri)
+    experiment = study.tracking.experiment or study.name
+    runs = find_study_runs(uri, experiment, study.name)
+    recorded = recorded_parent(study.resolved_state_dir(), uri)
+    runs = [r for r in runs if r["run_id"] == recorded] or runs
+    if not runs:
+        raise DDSearchError(f"no study '{study.name}' in experiment '{experiment}' at {uri}; "
+                            f"run `ddsearch tune {args.study}` first or pass --tracking-uri")
+    parent = runs[0]
+    roles = tuple(r.strip() for r in args.trials.split(",") if r.strip())
+    data = load_study_data(study)
+    table = reevaluate(study, data, uri, parent["experiment_id"], parent["run_id"], epochs=args.epochs,
+                       repeats=args.repeats, roles=roles)
+    print_table([{"role": r["role"], "run": r["run"], "chosen by": r["chosen_by"], "protocol": r["protocol"],
+                  "val": f"{100 * r['protocol_val_acc']:.2f}",
+                  "test": f"{100 * r['protocol_test_acc']:.2f} ± {100 * r['protocol_test_acc_std']:.2f}"}
+                 for r in table.to_dict("records")])
+    print(f"logged on the study's parent run {parent['run_id']}: reevaluation.json and the leaderboard's protocol_* columns")
+    return 0
