@@ -433,3 +433,4 @@ def test_reevaluate_trains_the_defaults_and_the_best_again_and_logs_them(study: 
     assert filled == {default.info.run_name, best.info.run_name}
     table = json.loads(study.text(parent_id, "reevaluation.json"))
     assert "default" in done.stdout and "best" in done.stdout and table
+    assert "<th" in (page := study.text(parent_id, "report.html")) and ">protocol_test_acc</th>" in page

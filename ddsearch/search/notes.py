@@ -38,6 +38,10 @@ def column_legend(params: dict[str, Any]) -> dict[str, str]:
         "test_acc": f"test accuracy at the same point ({ckpt}); reported, never optimised",
         "final_val_acc": f"validation accuracy of the finished set ({final}); finished trials only",
         "final_test_acc": f"test accuracy of the finished set ({final}); finished trials only",
+        "protocol_val_acc": "validation accuracy re-measured by `ddsearch reevaluate` (mean over its trainings; "
+                            "the run's ddsearch.protocol tag says which)",
+        "protocol_test_acc": "test accuracy re-measured by `ddsearch reevaluate` (mean); reported, never used to choose",
+        "protocol_test_acc_std": "standard deviation of protocol_test_acc over those trainings",
         "outcome": "finished, stopped_early (by the scheduler or the time budget: see note), failed, ...",
         "iteration": "the last distillation iteration the trial reached",
         "ray_trial_id": "Ray Tune's id of the trial",

@@ -9,6 +9,7 @@ Selection never looks at test accuracy.
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from dataclasses import dataclass, replace
@@ -106,13 +107,14 @@ def reevaluate(study: Study, data: RealData, uri: str, experiment_id: str, paren
         rows.append({"role": pick.role, "run": pick.run, "optuna_trial": pick.optuna_trial, "outcome": pick.outcome,
                      "chosen_by": f"{pick.chosen_by} = {pick.score:.4f}", "run_id": pick.run_id} | measured[pick.run_id])
     table = pd.DataFrame(rows)
-    _log_on_parent(runs, table, study, epochs, repeats)
+    _log_on_parent(runs, table)
     return table
 
 
-def _log_on_parent(runs: StudyRuns, table: pd.DataFrame, study: Study, epochs: int, repeats: int) -> None:
+def _log_on_parent(runs: StudyRuns, table: pd.DataFrame) -> None:
     """The re-evaluation table, role metrics and the refreshed leaderboard on the parent run."""
     from ddsearch.search.notes import column_legend
+    from ddsearch.search.report_page import study_report
 
     uri, parent_id = runs.uri, runs.parent_id
     metrics = {f"{row.role}_{key}": float(getattr(row, key)) for row in table.itertuples()
@@ -126,12 +128,5 @@ def _log_on_parent(runs: StudyRuns, table: pd.DataFrame, study: Study, epochs: i
     store.log_table(uri, parent_id, board, "leaderboard.json")
     store.log_text(uri, parent_id, board.to_csv(index=False), "leaderboard.csv")
     parent = store.get_run_record(uri, parent_id) or {"params": {}}
-    legend = column_legend(parent["params"]) | protocol_legend(study.evaluation.arch, epochs, repeats)
-    store.log_text(uri, parent_id, pd.Series(legend).to_json(indent=2), "leaderboard_columns.json")
-
-
-def protocol_legend(arch: str, epochs: int, repeats: int) -> dict[str, str]:
-    what = f"{arch} trained {repeats} x {epochs} epochs from scratch on the trial's final set (`ddsearch reevaluate`)"
-    return {"protocol_val_acc": f"validation accuracy, mean over {what}",
-            "protocol_test_acc": f"test accuracy, mean over {what}; reported, never used to choose",
-            "protocol_test_acc_std": "standard deviation of protocol_test_acc over the trainings"}
+    store.log_text(uri, parent_id, json.dumps(column_legend(parent["params"]), indent=2), "leaderboard_columns.json")
+    store.log_text(uri, parent_id, study_report(uri, runs.experiment_id, parent_id), "report.html")

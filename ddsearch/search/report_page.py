@@ -23,6 +23,7 @@ import pandas as pd
 from ddsearch.tracking.store import download_artifact, get_run_record, list_artifact_paths, metric_history
 from ddsearch.tracking.study_runs import TAG_STUDY
 from ddsearch.search.leaderboard import FINISHED, leaderboard
+from ddsearch.search.leaderboard import PROTOCOL_COLUMNS
 from ddsearch.search.notes import column_legend
 
 DEFAULT_UI = "http://127.0.0.1:5000/"  # where `ddsearch ui` serves the MLflow UI
@@ -63,7 +64,8 @@ def _data_uri(png: bytes) -> str:
 
 def leaderboard_html(board: pd.DataFrame, keys: list[str], ui_url: str, legend: dict[str, str]) -> str:
     """The leaderboard, each run name linking to its run in the MLflow UI."""
-    cols = ["rank", "run", "val_acc", "test_acc", *keys, "final_val_acc", "final_test_acc", "outcome", "iteration",
+    cols = ["rank", "run", "val_acc", "test_acc", *keys, "final_val_acc", "final_test_acc", *PROTOCOL_COLUMNS,
+            "outcome", "iteration",
             "distill_s", "ray_trial_id", "note"]
     cols = [c for c in cols if c in board.columns]
     head = "".join(f'<th class="{"l" if c in ("run", "outcome", "note") else ""}" title="{_e(legend.get(c, ""))}">'
