@@ -131,8 +131,10 @@ def method_study(method: str, ipc: int, args: argparse.Namespace) -> Study:
 
 def study_overrides(method: str, ipc: int, args: argparse.Namespace) -> list[str]:
     """The study's settings for this IPC: per-IPC starting points, --quick sizes, then the user's --set."""
+    own = [item.split(":", 1)[1] for item in args.set if item.startswith(f"{method}:")]
+    shared = [item for item in args.set if ":" not in item.split("=", 1)[0]]
     return [f"dataset.root={data_root()}", f"method.ipc={ipc}", *IPC_OVERRIDES[method].get(ipc, []),
-            *(QUICK[method] if args.quick else []), f"device={args.device}", *args.set]
+            *(QUICK[method] if args.quick else []), f"device={args.device}", *shared, *own]
 
 
 def distilled_set(method: str, ipc: int, data: RealData, args: argparse.Namespace) -> tuple[SyntheticSet, dict]:
@@ -371,6 +373,17 @@ def targets_table(acc: list[dict[str, Any]]) -> list[str]:
     return lines + [""]
 
 
+def budget_note(record: dict[str, Any]) -> str:
+    """What shaped a distilled set's cost beyond its iterations (PAD: scores, experts, the unrolled steps)."""
+    s = record.get("settings") or {}
+    if s.get("name") != "pad":
+        return f"batch_real {s['batch_real']}" if "batch_real" in s else "–"
+    start = max(s["max_start_epoch"], s.get("max_start_epoch_final") or 0)
+    return (f"EL2N {s['score_models']} × {s['score_epochs']} ep; {s['num_experts']} experts × "
+            f"{s['expert_train_epochs']} ep; start ≤ {start}, {s['expert_epochs']} expert ep; "
+            f"syn_steps {s['syn_steps']}, batch_syn {s['batch_syn'] or 'all'}; α {s['alpha']}")
+
+
 def markdown(records: list[dict[str, Any]], title: str) -> str:
     acc = [r for r in records if r["stage"] == "accuracy"]
     devices = sorted({r["device"] for r in records})
@@ -393,12 +406,16 @@ def markdown(records: list[dict[str, Any]], title: str) -> str:
         cost = [r for r in acc if r.get("distill_seconds") is not None]
         if cost:
             lines += ["## Distillation cost", "",
-                      "| method | IPC | iterations | precision | wall s | s / iteration | peak GPU MB |",
-                      "| --- | --- | --- | --- | --- | --- | --- |"]
+                      "| method | IPC | iterations | precision | wall s | s / iteration | set-up s | budget | peak GPU MB |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
             for r in sorted(cost, key=lambda r: (r["method"], r["ipc"], r["iterations"])):
                 mem = f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb") else "– (CPU)"
+                setup = f"{r['setup_seconds']:.0f}" if r.get("setup_seconds") is not None else "–"
                 lines.append(f"| {r['method']} | {r['ipc']} | {r['iterations']} | {r.get('precision', 'fp32')} | "
-                             f"{r['distill_seconds']:.0f} | {r['distill_seconds'] / r['iterations']:.3f} | {mem} |")
+                             f"{r['distill_seconds']:.0f} | {r['distill_seconds'] / r['iterations']:.3f} | {setup} | "
+                             f"{budget_note(r)} | {mem} |")
+            lines += ["", "*set-up s*: building the distiller before the first iteration; for PAD, the EL2N scores and "
+                      "the expert trajectories (cached: a row that reuses them shows their cache-load time).", ""]
             lines.append("")
     cross = [r for r in records if r["stage"] == "cross"]
     if cross:
@@ -464,7 +481,7 @@ def main() -> None:
     parser.add_argument("--cross-archs", type=csv(), default=list(CROSS_ARCHS))
     parser.add_argument("--tune-trials", type=int, default=None, help="default: the study's budget.num_samples")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each study's distillation iterations")
-    parser.add_argument("--set", action="append", default=[], help="study override for every method, KEY=VALUE")
+    parser.add_argument("--set", action="append", default=[], help="study override, KEY=VALUE for every method or METHOD:KEY=VALUE for one (e.g. pad:method.num_experts=4)")
     parser.add_argument("--quick", action="store_true", help="toy sizes: check the pipeline, measure nothing")
     parser.add_argument("--name", default=None, help="results name (default reproduce, or reproduce_quick)")
     parser.add_argument("--out-dir", default=str(RESULTS))

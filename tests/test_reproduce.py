@@ -79,3 +79,19 @@ def test_table_names_the_published_figures_and_a_rerun_measures_nothing(first_ru
     again = run_reproduce(tmp_path, "--methods", "datadam,random", "--stages", "accuracy,cross")
     assert "cached: datadam ipc 1" in again.stdout and "cached: random ipc 1" in again.stdout
     assert (tmp_path / "out" / "reproduce_quick.json").read_text() == before
+
+
+def test_set_overrides_can_name_one_method() -> None:
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from reproduce import method_study, study_overrides
+    finally:
+        sys.path.pop(0)
+    args = argparse.Namespace(set=["seed=3", "pad:method.num_experts=4"], quick=False, device="cpu", scale=1.0)
+    pad, datadam = study_overrides("pad", 1, args), study_overrides("datadam", 1, args)
+    assert "seed=3" in pad and "seed=3" in datadam
+    assert pad[-1] == "method.num_experts=4" and not any("num_experts" in item for item in datadam)
+    assert method_study("pad", 1, args).method.num_experts == 4
+    assert method_study("datadam", 1, args).seed == 3  # a PAD-only key does not break the DataDAM study
