@@ -79,7 +79,10 @@ PUBLISHED = {"DC (published)": {1: 91.7, 10: 97.4, 50: 98.8}, "DSA (published)":
              "kcenter (published in DC)": {1: 89.3, 10: 84.4, 50: 97.4}}
 SOURCE_REPORTS_IPC10 = {"datadam": "80–91.8", "pad": "68.6–87"}
 TARGETS = {"datadam": {1: 0.90, 10: 0.975, 50: 0.988}, "pad": {1: 0.92, 10: 0.98, 50: 0.99}}
-KEY_FIELDS = ("stage", "method", "dataset", "ipc", "arch", "epochs", "repeats", "iterations")
+KEY_FIELDS = ("stage", "method", "dataset", "ipc", "arch", "epochs", "repeats", "iterations", "eval_lr")
+# eval_lr: "protocol" trains every evaluator at the DC protocol's lr (0.01); "learned" at the lr a
+# trajectory-matching set learned with its images (MTT/DATM/PAD evaluate that way). DataDAM and the
+# controls learn no lr, so for them the two are the same training.
 
 
 # ---- records --------------------------------------------------------------------------------
@@ -103,6 +106,12 @@ class Records:
         self.items = [r for r in self.items if self.key(r) != self.key(record)] + [record]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.items, indent=2, default=str) + "\n")
+
+
+def evaluation(synset: SyntheticSet, settings: TrainSettings, args: argparse.Namespace) -> dict[str, Any]:
+    """How ``synset``'s evaluators are trained under ``--eval-lr``: the flag for evaluate_synset, and the lr."""
+    learned = args.eval_lr == "learned" and synset.lr is not None
+    return {"use_learned_lr": learned, "lr": float(synset.lr) if learned else settings.lr}
 
 
 def accuracy_fields(result: EvalResult) -> dict[str, Any]:
@@ -197,7 +206,7 @@ def accuracy_stage(data: RealData, args: argparse.Namespace, records: Records, b
                 continue
             iterations = method_study(method, ipc, args).method.iterations if method in DISTILLERS else None
             key = dict(stage="accuracy", method=method, dataset=data.name, ipc=ipc, arch=args.arch,
-                       epochs=args.epochs, repeats=args.repeats, iterations=iterations)
+                       epochs=args.epochs, repeats=args.repeats, iterations=iterations, eval_lr=args.eval_lr)
             if records.find(**key):
                 print(f"cached: {method} ipc {ipc}")
                 continue
@@ -206,13 +215,15 @@ def accuracy_stage(data: RealData, args: argparse.Namespace, records: Records, b
                 synset, cost = distilled_set(method, ipc, data, args)
             else:
                 synset = control_set(method, ipc, data, args, selector_cache)
-            result = evaluate_synset(synset, data, args.arch, settings, repeats=args.repeats, seed=0, progress=True)
-            acc = accuracy_fields(result) | {"eval_precision": result.precision}
+            how = evaluation(synset, settings, args)
+            result = evaluate_synset(synset, data, args.arch, settings, repeats=args.repeats, seed=0,
+                                     use_learned_lr=how["use_learned_lr"], progress=True)
+            acc = accuracy_fields(result) | {"eval_precision": result.precision, "eval_lr_value": how["lr"]}
             records.add(key | acc | target_fields(method, ipc, acc["test_acc_mean"]) | base | cost)
             print(f"{method} ipc {ipc}: test {100 * acc['test_acc_mean']:.2f} ± {100 * acc['test_acc_std']:.2f}")
     if "full" in args.methods:
         key = dict(stage="accuracy", method="full", dataset=data.name, ipc=None, arch=args.arch,
-                   epochs=args.full_epochs, repeats=args.full_repeats, iterations=None)
+                   epochs=args.full_epochs, repeats=args.full_repeats, iterations=None, eval_lr="protocol")
         if not records.find(**key):
             full = TrainSettings(epochs=args.full_epochs, dsa_strategy="none")
             result = train_on_real(data, args.arch, full, repeats=args.full_repeats, progress=True)
@@ -227,12 +238,14 @@ def cross_stage(data: RealData, args: argparse.Namespace, records: Records, base
         synset = None
         for arch in args.cross_archs:
             key = dict(stage="cross", method=method, dataset=data.name, ipc=ipc, arch=arch, epochs=args.epochs,
-                       repeats=args.repeats, iterations=iterations)
+                       repeats=args.repeats, iterations=iterations, eval_lr=args.eval_lr)
             if records.find(**key):
                 continue
             synset = synset or distilled_set(method, ipc, data, args)[0]
-            result = evaluate_synset(synset, data, arch, settings, repeats=args.repeats, seed=0, progress=True)
-            records.add(key | accuracy_fields(result) | base)
+            how = evaluation(synset, settings, args)
+            result = evaluate_synset(synset, data, arch, settings, repeats=args.repeats, seed=0,
+                                     use_learned_lr=how["use_learned_lr"], progress=True)
+            records.add(key | accuracy_fields(result) | base | {"eval_lr_value": how["lr"]})
 
 
 def tune_study(method: str, args: argparse.Namespace) -> Path:
@@ -335,7 +348,8 @@ def accuracy_table(acc: list[dict[str, Any]], epochs: int, repeats: int, publish
              "| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " | distillation |",
              "| --- | " + " | ".join("---" for _ in ipcs) + " | --- |"]
     for method in METHODS:
-        rows = {r["ipc"]: r for r in acc if r["method"] == method}
+        mine = sorted((r for r in acc if r["method"] == method), key=lambda r: r.get("eval_lr") == "protocol")
+        rows = {r["ipc"]: r for r in mine}  # the latest record, at the protocol's lr where there is one
         if not rows:
             continue
         if method == "full":
@@ -344,7 +358,8 @@ def accuracy_table(acc: list[dict[str, Any]], epochs: int, repeats: int, publish
                          + " | ".join(pct(r["test_acc_mean"], r["test_acc_std"]) if i == ipcs[0] else "" for i in ipcs)
                          + " | – |")
             continue
-        cells = [pct(rows[i]["test_acc_mean"], rows[i]["test_acc_std"]) if i in rows else "–" for i in ipcs]
+        cells = [pct(rows[i]["test_acc_mean"], rows[i]["test_acc_std"])
+                 + (" (learned lr)" if rows[i].get("eval_lr") == "learned" else "") if i in rows else "–" for i in ipcs]
         distill = ", ".join(f"IPC {i}: {rows[i]['iterations']} it" for i in ipcs if i in rows and rows[i].get("iterations"))
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {distill or '–'} |")
     if published:
@@ -354,20 +369,29 @@ def accuracy_table(acc: list[dict[str, Any]], epochs: int, repeats: int, publish
     return lines + [""]
 
 
+def evaluator_lr(record: dict[str, Any]) -> str:
+    value = record.get("eval_lr_value")
+    named = f"{value:.3g}" if value is not None else "?"
+    return f"learned {named}" if record.get("eval_lr") == "learned" else named
+
+
 def targets_table(acc: list[dict[str, Any]]) -> list[str]:
     """Each distilled row against its target and against herding (margin > 2 combined std)."""
-    rows = sorted((r for r in acc if "target" in r), key=lambda r: (r["method"], r["ipc"], -r["epochs"]))
+    rows = sorted((r for r in acc if "target" in r),
+                  key=lambda r: (r["method"], r["ipc"], -r["epochs"], r["iterations"], r.get("eval_lr") or ""))
     if not rows:
         return []
-    lines = ["| method | IPC | evaluator | test acc | target | met | short by (pts) | over herding (pts) | > 2 std |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| method | IPC | iterations | evaluator (lr) | test acc | target | met | short by (pts) | over herding (pts) "
+             "| > 2 std |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         herding = next((h for h in acc if h["method"] == "herding" and h["ipc"] == r["ipc"]
                         and (h["epochs"], h["repeats"]) == (r["epochs"], r["repeats"])), None)
         versus = herding_margin(r, herding)
         over = f"{versus[0]:+.2f} (2 std {versus[1]:.2f})" if versus else "–"
         beats = ("yes" if versus[0] > versus[1] else "**no**") if versus else "–"
-        lines.append(f"| {r['method']} | {r['ipc']} | {r['repeats']} × {r['epochs']} | {pct(r['test_acc_mean'])} | "
+        lines.append(f"| {r['method']} | {r['ipc']} | {r['iterations']} | {r['repeats']} × {r['epochs']} "
+                     f"({evaluator_lr(r)}) | "
+                     f"{pct(r['test_acc_mean'])} | "
                      f"{pct(r['target'])} | {'yes' if r['target_met'] else '**no**'} | {100 * r['short_by']:.2f} | "
                      f"{over} | {beats} |")
     return lines + [""]
@@ -403,7 +427,9 @@ def markdown(records: list[dict[str, Any]], title: str) -> str:
                       "trained on the real data; both start from the image nearest the class mean, so at IPC 1 "
                       "they pick the same set.", ""]
         lines += targets_table(acc)
-        cost = [r for r in acc if r.get("distill_seconds") is not None]
+        # one row per distilled set: its records at other evaluator lrs share its cost
+        cost = list({(r["method"], r["ipc"], r["iterations"], r["distill_seconds"]): r
+                     for r in acc if r.get("distill_seconds") is not None}.values())
         if cost:
             lines += ["## Distillation cost", "",
                       "| method | IPC | iterations | precision | wall s | s / iteration | set-up s | budget | peak GPU MB |",
@@ -472,6 +498,8 @@ def main() -> None:
     parser.add_argument("--arch", default="ConvNet")
     parser.add_argument("--epochs", type=int, default=1000, help="evaluator epochs (papers: 1000)")
     parser.add_argument("--repeats", type=int, default=5, help="evaluator trainings per set (papers: 5)")
+    parser.add_argument("--eval-lr", choices=("protocol", "learned"), default="protocol",
+                        help="evaluator lr: the DC protocol's 0.01 (default), or the lr a PAD set learned")
     parser.add_argument("--full-epochs", type=int, default=20)
     parser.add_argument("--full-repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=None,

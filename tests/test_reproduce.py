@@ -45,6 +45,8 @@ def test_every_method_gets_a_record_with_the_issue_fields(first_run) -> None:
     for method in ("datadam", "pad"):
         assert accuracy[method]["iterations"] == 3 and accuracy[method]["distill_seconds"] > 0
         assert accuracy[method]["target"] >= 0.9 and accuracy[method]["target_met"] is False
+        # the issue's protocol: every evaluator at lr 0.01, even for a set that learned its own lr
+        assert accuracy[method]["eval_lr"] == "protocol" and accuracy[method]["eval_lr_value"] == pytest.approx(0.01)
     assert accuracy["full"]["ipc"] is None and accuracy["full"]["train_images"] > 1000
     cross = [r for r in records if r["stage"] == "cross"]
     assert {(r["method"], r["arch"]) for r in cross} == {("datadam", "MLP"), ("pad", "MLP")}
@@ -95,3 +97,30 @@ def test_set_overrides_can_name_one_method() -> None:
     assert pad[-1] == "method.num_experts=4" and not any("num_experts" in item for item in datadam)
     assert method_study("pad", 1, args).method.num_experts == 4
     assert method_study("datadam", 1, args).seed == 3  # a PAD-only key does not break the DataDAM study
+
+
+
+def test_tables_tell_budgets_and_evaluator_lrs_apart() -> None:
+    """Each budget and evaluator lr gets its own target row; the main table prefers the protocol's lr."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from reproduce import accuracy_table, targets_table
+    finally:
+        sys.path.pop(0)
+    base = dict(stage="accuracy", dataset="mnist", ipc=10, epochs=1000, repeats=5, test_acc_std=0.001)
+    herding = base | dict(method="herding", test_acc_mean=0.96, iterations=None, eval_lr="protocol",
+                          eval_lr_value=0.01)
+    learned = base | dict(method="pad", test_acc_mean=0.95, iterations=750, target=0.98, target_met=False,
+                          short_by=0.03, eval_lr="learned", eval_lr_value=0.0315)
+    protocol = learned | dict(test_acc_mean=0.97, eval_lr="protocol", eval_lr_value=0.01, short_by=0.01)
+    longer = protocol | dict(iterations=3000)
+    rows = [line for line in targets_table([herding, protocol, learned, longer]) if line.startswith("| pad")]
+    assert [row.split(" | ")[2:4] for row in rows] == [
+        ["750", "5 × 1000 (learned 0.0315)"], ["750", "5 × 1000 (0.01)"], ["3000", "5 × 1000 (0.01)"]]
+    assert rows[0].endswith("| **no** |") and rows[1].endswith("| yes |")  # -1.00 against +1.00 over herding
+    pad_row = next(line for line in accuracy_table([herding, learned, protocol], 1000, 5, published=False)
+                   if line.startswith("| pad"))
+    assert "97.00 ± 0.10 |" in pad_row and "learned" not in pad_row
+    only_learned = next(line for line in accuracy_table([learned], 1000, 5, published=False)
+                        if line.startswith("| pad"))
+    assert "95.00 ± 0.10 (learned lr)" in only_learned
