@@ -57,3 +57,24 @@ def test_a_sqlite_url_is_a_working_storage(tmp_path: Path) -> None:
     storage.clear(url, "s")
     with pytest.raises(KeyError):
         optuna.load_study(study_name="s", storage=url)
+
+
+def test_reconcile_completes_a_trial_that_ended_before_optuna_was_told(tmp_path: Path) -> None:
+    """A trial Tune saved as finished (the driver died before the tell) is COMPLETE with its value;
+    one with no final result, or a failed one, is FAIL."""
+    import optuna
+
+    from ddsearch.search.space import reconcile_optuna
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="s", storage=storage.rdb(url), direction="maximize")
+    for tune_id in ("ended", "midway", "failed"):
+        study.ask().set_user_attr("tune_trial_id", tune_id)
+    last = {"ended": {"final": True, "val_acc": 0.9, "iteration": 40},
+            "midway": {"val_acc": 0.5, "iteration": 20},
+            "failed": {"final": True, "failed": True, "val_acc": 0.1}}
+    assert reconcile_optuna(url, "s", set(last), last, ["val_acc"]) == 3
+    trials = {t.user_attrs["tune_trial_id"]: t for t in optuna.load_study(study_name="s", storage=url).trials}
+    assert trials["ended"].state.name == "COMPLETE" and trials["ended"].value == pytest.approx(0.9)
+    assert trials["midway"].state.name == "FAIL" and trials["failed"].state.name == "FAIL"
+    assert reconcile_optuna(url, "s", set(last), last, ["val_acc"]) == 0  # nothing left open

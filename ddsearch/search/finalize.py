@@ -18,6 +18,7 @@ import yaml
 from ddsearch.search.notes import column_legend
 from ddsearch.search.plan import Plan
 from ddsearch.search.space import reconcile_optuna
+from ddsearch.search.tuner import trial_last_results
 from ddsearch.tracking import store
 from ddsearch.tracking.study_runs import StudyRuns
 
@@ -50,9 +51,11 @@ def finalize(plan: Plan, statuses: dict[str, str], runs: StudyRuns):
     tune_ids = set(statuses)
     runs.mark_lost(tune_ids)
     runs.close_running("its trial ended without closing the run", outcome="unfinished")
-    closed = reconcile_optuna(plan.optuna_storage, plan.study.name, tune_ids)
+    closed = reconcile_optuna(plan.optuna_storage, plan.study.name, tune_ids, trial_last_results(plan),
+                              plan.space.metrics)
     if closed:
-        print(f"optuna: {closed} trial(s) whose Tune trial was lost were marked FAIL")
+        print(f"optuna: {closed} trial(s) left open by a stopped driver were closed (COMPLETE where Tune "
+              "saved their final result, else FAIL)")
 
     uri, experiment, parent_id = runs.uri, runs.experiment_id, runs.parent_id
     board = leaderboard(uri, experiment, parent_id, list(plan.space.keys), plan.space.metrics)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,8 +275,10 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
         self._completed_trials.add(trial_id)
 
 
-def reconcile_optuna(storage_path: Path | str, study_name: str, tune_trial_ids: set[str]) -> int:
-    """Mark Optuna trials left RUNNING (their Tune trial was lost with a killed driver) as FAIL.
+def reconcile_optuna(storage_path: Path | str, study_name: str, tune_trial_ids: set[str],
+                     last_results: dict[str, dict] | None = None, metrics: Sequence[str] = ()) -> int:
+    """Close the Optuna trials left RUNNING after a killed driver: COMPLETE with the objective
+    values when their Tune trial saved a final result (it ended before Optuna was told), else FAIL.
 
     Returns how many were closed. Called after a study's Tuner has finished.
     """
@@ -293,12 +296,27 @@ def reconcile_optuna(storage_path: Path | str, study_name: str, tune_trial_ids: 
     closed = 0
     for trial in ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         tune_id = trial.user_attrs.get("tune_trial_id")
+        values = final_values((last_results or {}).get(tune_id) or {}, metrics)
+        if values is not None:
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.COMPLETE, values)
+            closed += 1
+            continue
         reason = ("its Tune trial was lost when the driver stopped" if tune_id not in tune_trial_ids
                   else "its Tune trial ended without a result")
         storage.set_trial_user_attr(trial._trial_id, "ddsearch_reason", reason)
         storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         closed += 1
     return closed
+
+
+def final_values(result: dict, metrics: Sequence[str]) -> list[float] | None:
+    """The objective values of a trial's final result; None unless it finished with all of them finite."""
+    if not metrics or not result.get(FINAL_KEY) or result.get(FAILED_KEY):
+        return None
+    values = [result.get(m) for m in metrics]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        return None
+    return [float(v) for v in values]
 
 
 def load_optuna_study(storage_path: Path | str, study_name: str):

@@ -172,6 +172,19 @@ def build_tuner(plan: Plan, restored: bool, trainable: Any):
     )
 
 
+def trial_last_results(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Tune trial id -> the last result Tune saved for it (empty where it saved none).
+
+    A trial can end in the instant before a killed driver tells Optuna; a resume does not run it
+    again, so its saved final result is what lets Optuna record it as completed.
+    """
+    files = sorted(plan.ray_dir.glob("experiment_state-*.json"))
+    if not files:
+        return {}
+    data = json.loads(files[-1].read_text())
+    return {json.loads(t)["trial_id"]: json.loads(run).get("last_result") or {} for t, run in data["trial_data"]}
+
+
 def trial_statuses(grid: Any, plan: Plan) -> dict[str, str]:
     """Tune trial id -> status (TERMINATED, ERROR, PENDING, RUNNING, PAUSED) as Tune saved it.
 
