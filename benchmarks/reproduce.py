@@ -108,10 +108,10 @@ class Records:
         self.path.write_text(json.dumps(self.items, indent=2, default=str) + "\n")
 
 
-def evaluation(synset: SyntheticSet, settings: TrainSettings, args: argparse.Namespace) -> dict[str, Any]:
-    """How ``synset``'s evaluators are trained under ``--eval-lr``: the flag for evaluate_synset, and the lr."""
+def evaluation_lr(synset: SyntheticSet, settings: TrainSettings, args: argparse.Namespace) -> tuple[bool, float]:
+    """Under ``--eval-lr``: whether ``synset``'s evaluators train at its learned lr, and the lr they use."""
     learned = args.eval_lr == "learned" and synset.lr is not None
-    return {"use_learned_lr": learned, "lr": float(synset.lr) if learned else settings.lr}
+    return learned, float(synset.lr) if learned else settings.lr
 
 
 def accuracy_fields(result: EvalResult) -> dict[str, Any]:
@@ -215,10 +215,10 @@ def accuracy_stage(data: RealData, args: argparse.Namespace, records: Records, b
                 synset, cost = distilled_set(method, ipc, data, args)
             else:
                 synset = control_set(method, ipc, data, args, selector_cache)
-            how = evaluation(synset, settings, args)
+            learned, lr = evaluation_lr(synset, settings, args)
             result = evaluate_synset(synset, data, args.arch, settings, repeats=args.repeats, seed=0,
-                                     use_learned_lr=how["use_learned_lr"], progress=True)
-            acc = accuracy_fields(result) | {"eval_precision": result.precision, "eval_lr_value": how["lr"]}
+                                     use_learned_lr=learned, progress=True)
+            acc = accuracy_fields(result) | {"eval_precision": result.precision, "eval_lr_value": lr}
             records.add(key | acc | target_fields(method, ipc, acc["test_acc_mean"]) | base | cost)
             print(f"{method} ipc {ipc}: test {100 * acc['test_acc_mean']:.2f} ± {100 * acc['test_acc_std']:.2f}")
     if "full" in args.methods:
@@ -242,10 +242,10 @@ def cross_stage(data: RealData, args: argparse.Namespace, records: Records, base
             if records.find(**key):
                 continue
             synset = synset or distilled_set(method, ipc, data, args)[0]
-            how = evaluation(synset, settings, args)
+            learned, lr = evaluation_lr(synset, settings, args)
             result = evaluate_synset(synset, data, arch, settings, repeats=args.repeats, seed=0,
-                                     use_learned_lr=how["use_learned_lr"], progress=True)
-            records.add(key | accuracy_fields(result) | base | {"eval_lr_value": how["lr"]})
+                                     use_learned_lr=learned, progress=True)
+            records.add(key | accuracy_fields(result) | base | {"eval_lr_value": lr})
 
 
 def tune_study(method: str, args: argparse.Namespace) -> Path:
@@ -442,7 +442,6 @@ def markdown(records: list[dict[str, Any]], title: str) -> str:
                              f"{budget_note(r)} | {mem} |")
             lines += ["", "*set-up s*: building the distiller before the first iteration; for PAD, the EL2N scores and "
                       "the expert trajectories (cached: a row that reuses them shows their cache-load time).", ""]
-            lines.append("")
     cross = [r for r in records if r["stage"] == "cross"]
     if cross:
         archs = list(dict.fromkeys(r["arch"] for r in cross))

@@ -13,6 +13,16 @@ ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = ("method", "dataset", "ipc", "arch", "test_acc_mean", "test_acc_std", "repeats", "epochs", "device")
 
 
+def import_reproduce():
+    """benchmarks/reproduce.py as a module (it is a script beside its ``common`` helper, not a package)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import reproduce
+    finally:
+        sys.path.pop(0)
+    return reproduce
+
+
 def run_reproduce(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [
         sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), "--quick", "--set", "dataset.name=digits",
@@ -86,11 +96,8 @@ def test_table_names_the_published_figures_and_a_rerun_measures_nothing(first_ru
 def test_set_overrides_can_name_one_method() -> None:
     import argparse
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from reproduce import method_study, study_overrides
-    finally:
-        sys.path.pop(0)
+    reproduce = import_reproduce()
+    method_study, study_overrides = reproduce.method_study, reproduce.study_overrides
     args = argparse.Namespace(set=["seed=3", "pad:method.num_experts=4"], quick=False, device="cpu", scale=1.0)
     pad, datadam = study_overrides("pad", 1, args), study_overrides("datadam", 1, args)
     assert "seed=3" in pad and "seed=3" in datadam
@@ -99,14 +106,10 @@ def test_set_overrides_can_name_one_method() -> None:
     assert method_study("datadam", 1, args).seed == 3  # a PAD-only key does not break the DataDAM study
 
 
-
 def test_tables_tell_budgets_and_evaluator_lrs_apart() -> None:
     """Each budget and evaluator lr gets its own target row; the main table prefers the protocol's lr."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from reproduce import accuracy_table, targets_table
-    finally:
-        sys.path.pop(0)
+    reproduce = import_reproduce()
+    accuracy_table, targets_table = reproduce.accuracy_table, reproduce.targets_table
     base = dict(stage="accuracy", dataset="mnist", ipc=10, epochs=1000, repeats=5, test_acc_std=0.001)
     herding = base | dict(method="herding", test_acc_mean=0.96, iterations=None, eval_lr="protocol",
                           eval_lr_value=0.01)

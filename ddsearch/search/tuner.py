@@ -172,29 +172,33 @@ def build_tuner(plan: Plan, restored: bool, trainable: Any):
     )
 
 
+def saved_trials(plan: Plan) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(trial, run metadata) per trial in the experiment state Tune wrote last: what a resume would
+    restore. The files are named by start time, so the last is this session's; [] before the first."""
+    files = sorted(plan.ray_dir.glob("experiment_state-*.json"))
+    if not files:
+        return []
+    data = json.loads(files[-1].read_text())
+    return [(json.loads(trial), json.loads(run)) for trial, run in data["trial_data"]]
+
+
 def trial_last_results(plan: Plan) -> dict[str, dict[str, Any]]:
     """Tune trial id -> the last result Tune saved for it (empty where it saved none).
 
     A trial can end in the instant before a killed driver tells Optuna; a resume does not run it
     again, so its saved final result is what lets Optuna record it as completed.
     """
-    files = sorted(plan.ray_dir.glob("experiment_state-*.json"))
-    if not files:
-        return {}
-    data = json.loads(files[-1].read_text())
-    return {json.loads(t)["trial_id"]: json.loads(run).get("last_result") or {} for t, run in data["trial_data"]}
+    return {trial["trial_id"]: run.get("last_result") or {} for trial, run in saved_trials(plan)}
 
 
 def trial_statuses(grid: Any, plan: Plan) -> dict[str, str]:
     """Tune trial id -> status (TERMINATED, ERROR, PENDING, RUNNING, PAUSED) as Tune saved it.
 
-    Read from the experiment state Tune writes last (what a resume would restore): after an
-    interruption (Ctrl+C, SIGTERM) Tune marks the live trials TERMINATED in memory, but the saved
-    state keeps them PENDING/RUNNING.
+    Read from the saved experiment state: after an interruption (Ctrl+C, SIGTERM) Tune marks the
+    live trials TERMINATED in memory, but the saved state keeps them PENDING/RUNNING.
     """
-    files = sorted(plan.ray_dir.glob("experiment_state-*.json"))  # named by start time; the last is this session's
-    if files:
-        data = json.loads(files[-1].read_text())
-        return {json.loads(t)["trial_id"]: json.loads(t)["status"] for t, _ in data["trial_data"]}
+    saved = saved_trials(plan)
+    if saved:
+        return {trial["trial_id"]: trial["status"] for trial, _ in saved}
     analysis = getattr(grid, "_experiment_analysis", None)
     return {str(t.trial_id): str(t.status) for t in getattr(analysis, "trials", [])}
