@@ -519,6 +519,11 @@ def main() -> None:
     unknown = sorted(set(args.methods) - set(METHODS)) + sorted(set(args.stages) - {"accuracy", "cross", "tune"})
     if unknown:
         raise SystemExit(f"unknown method or stage: {', '.join(unknown)}; methods: {', '.join(METHODS)}")
+    for item in args.set:  # study_overrides would silently skip an override for a misspelt method
+        method, _, key = item.split("=", 1)[0].rpartition(":")
+        if method and method not in DISTILLERS:
+            raise SystemExit(f"--set {item}: '{method}' has no study; prefix {key} with one of "
+                             f"{', '.join(DISTILLERS)}, or drop the prefix to set it for every method")
     if args.quick:
         args.epochs, args.repeats, args.full_epochs, args.full_repeats = 2, 2, 1, 1
         args.embed_epochs, args.tune_trials = 0, 2
