@@ -1,12 +1,15 @@
 """NAS on distilled proxy data (issue 6): does a ranking on a tiny proxy agree with full-data training?
 
-Stage 1 makes (and caches) the proxies: a DataDAM MNIST set and, if feasible, a PAD one.
-Stage 2 ranks the candidates on each proxy and on a random real subset of the same size (the
-control), trains the same candidates on real data (the ground truth, cached), and writes
-benchmarks/results/nas_mnist.json + .md.
+The ground truth (12 seed22 candidates x 10 epochs x 2 seeds on all 55,000 training images, several
+CPU hours) is kept in benchmarks/results/nas_truth_mnist.json, one entry per candidate as it finishes:
+later runs reuse it and only train what is missing, so it can be built over several sittings.
+The proxies (a DataDAM MNIST set and, if feasible, a PAD one) are made once and cached. The last
+stage ranks the candidates on each proxy and on a random real subset of the same size (the
+control) and writes benchmarks/results/nas_mnist.json + .md.
 
+    python benchmarks/bench_nas.py --stage truth     # only the ground truth (resumable)
     python benchmarks/bench_nas.py --stage proxies   # only distill the proxies
-    python benchmarks/bench_nas.py                   # everything (proxies are reused from the cache)
+    python benchmarks/bench_nas.py                   # everything (truth and proxies are reused)
 """
 
 from __future__ import annotations
@@ -21,15 +24,21 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from common import data_root, device_info, write_results
+from common import RESULTS, data_root, device_info, update_readme, write_results
 from ddsearch.data import RealData, load_dataset
 from ddsearch.synset import SyntheticSet
 
-# Eight distinct members of seed22 that 2 shared CPU cores can afford (D3, W128, AR, IN and AP are all
-# the default ConvNet, so only one of them is kept; NP, W256, D4/D5 and the rest are left out for time).
+# Twelve distinct members of seed22, covering every axis: depth, width, activation, normalisation and
+# pooling. D3, W128, AR, IN and AP are all the default ConvNet, so only one of them is kept; D5 cannot
+# run at 28x28; NP (no pooling: every layer at full resolution) and W256 cost 4x a candidate here.
 CANDIDATES = [
-    "ConvNetD1", "ConvNetD2", "ConvNet", "ConvNetW32", "ConvNetW64", "ConvNetAS", "ConvNetNN", "ConvNetBN",
+    "ConvNetD1", "ConvNetD2", "ConvNet", "ConvNetD4", "ConvNetW32", "ConvNetW64",
+    "ConvNetAS", "ConvNetAL", "ConvNetNN", "ConvNetBN", "ConvNetLN", "ConvNetMP",
 ]
+DATADAM_ARCH = "ConvNet"  # the reproduction table's DataDAM setting, and DC's NAS proxy network
+RHO_TARGET = 0.8  # the issue's bar for DataDAM's Spearman rho against the truth
+RATIO_TARGET = 50.0  # truth seconds / proxy-search seconds, both measured
+TRUTH_FILE = Path(__file__).resolve().parent / "results" / "nas_truth_mnist.json"
 
 
 def proxy_dir(cache: Path) -> Path:
@@ -39,15 +48,15 @@ def proxy_dir(cache: Path) -> Path:
 
 
 def make_datadam_proxy(data: RealData, iterations: int, batch_real: int, cache: Path) -> tuple[Path, dict]:
-    """A short CPU DataDAM distillation of MNIST at IPC 10 (reduced: the paper runs 20k iterations)."""
+    """A CPU DataDAM distillation of MNIST at IPC 10, as in the reproduction table (the paper runs 20k iterations)."""
     from ddsearch.methods.datadam import DataDAMSettings
     from ddsearch.methods import create_distiller
 
-    path = proxy_dir(cache) / f"mnist-datadam-ipc10-it{iterations}-b{batch_real}.safetensors"
+    path = proxy_dir(cache) / f"mnist-datadam-ipc10-{DATADAM_ARCH}-it{iterations}-b{batch_real}.safetensors"
     info_path = path.with_suffix(".json")
     if path.is_file() and info_path.is_file():
         return path, json.loads(info_path.read_text())
-    settings = DataDAMSettings(ipc=10, iterations=iterations, arch="ConvNetBN", batch_real=batch_real)
+    settings = DataDAMSettings(ipc=10, iterations=iterations, arch=DATADAM_ARCH, batch_real=batch_real)
     distiller = create_distiller(settings, data, seed=0)
     start = time.perf_counter()
     losses = []
@@ -174,12 +183,162 @@ def plot(path: Path, candidates: list[str], truth: list[float], series: dict[str
     fig.savefig(path)
 
 
+def judge(rows: list[dict]) -> None:
+    """Mark each proxy's row ``target_met``: rho and the measured speed-up reach the bars, and rho beats the control's."""
+    control = next(r for r in rows if r["proxy"] == "random control")
+    for r in rows:
+        r["target_met"] = bool(r is not control and r["spearman"] >= RHO_TARGET
+                               and r["time_ratio_measured"] >= RATIO_TARGET and r["spearman"] > control["spearman"])
+
+
+def pct(v: float) -> str:
+    return f"{100 * v:.2f}"
+
+
+def _proxy_lines(payload: dict) -> list[str]:
+    dd, pad = payload["proxies"]["datadam"], payload["proxies"]["pad"]
+    lines = [f"- DataDAM proxy: IPC 10, {dd.get('arch', 'ConvNetBN')}, {dd['iterations']} iterations, batch_real "
+             f"{dd['batch_real']}, distilled in {dd['distill_seconds']:.0f} s (the paper runs 20,000 iterations)."]
+    if "error" in pad:
+        lines.append(f"- PAD proxy: **not measured**: {pad['error']}.")
+    else:
+        cfg = pad["settings"]
+        lines.append(f"- PAD proxy: IPC 10, {pad['iterations']} iterations, syn_steps {cfg['syn_steps']}, batch_syn "
+                     f"{cfg['batch_syn']}, {cfg['num_experts']} expert(s) of {cfg['expert_train_epochs']} epochs on a "
+                     f"random {pad['train_images']:,}-image part of the training split: {pad['setup_seconds']:.0f} s of "
+                     f"scores and experts, {pad['distill_seconds']:.0f} s of distillation (a reduced CPU budget).")
+    lines.append("- control: a random real subset of the same size (10 per class), trained the same way.")
+    return lines
+
+
+def _truth_line(payload: dict) -> str:
+    cfg, per = payload["settings"], payload["per_candidate"]
+    seconds = sum(r["truth_seconds"] for r in per)
+    return (f"- ground truth: {len(per)} seed22 candidates x {cfg['truth_epochs']} epochs x {cfg['truth_seeds']} "
+            f"seeds on all {payload['truth_train_images']:,} training images (batch {cfg['truth_batch_size']}, SGD lr "
+            f"{cfg['lr']}, DSA, {cfg['precision']} precision), scored on the 5,000-image validation split: "
+            f"{seconds:,.0f} s of training in all (`{payload['truth_file']}`, one entry per candidate).")
+
+
+def _speed_line(payload: dict) -> str:
+    """How fast the machine was in the truth's sittings and in the proxies' (a ConvNet step, batch 256)."""
+    truth = [r["truth_reference_step_ms"] for r in payload["per_candidate"] if r.get("truth_reference_step_ms")]
+    spread = f"{min(truth):.0f}–{max(truth):.0f} ms" if truth else "not recorded"
+    return (f"- machine speed (one ConvNet training step, batch 256): {payload['reference_step_ms']:.0f} ms during the "
+            f"proxy searches, {spread} during the truth's sittings; a slower truth sitting inflates the speed-up.")
+
+
+def report(payload: dict) -> list[str]:
+    """The markdown report, from the payload alone (``--stage report`` rewrites it from the JSON)."""
+    cfg, rows = payload["settings"], payload["results"]
+    labels = [r["proxy"] for r in rows]
+    control = next(r for r in rows if r["proxy"] == "random control")
+    md = [f"# NAS on distilled proxy data, MNIST ({payload['device']})", "",
+          _truth_line(payload), *_proxy_lines(payload),
+          f"- proxy and control training: {cfg['epochs']} epochs x {cfg['seeds']} seed(s), SGD lr {cfg['lr']} (a "
+          "proxy's learned lr where it has one), DSA, mean accuracy on the same validation split.",
+          f"- candidates ({len(payload['candidates'])}): {', '.join(payload['candidates'])}.",
+          _speed_line(payload),
+          f"- torch {payload['env']['torch']}, {payload['env']['date']}.", "",
+          "| proxy | Spearman ρ | Kendall τ | top-3 overlap | proxy's pick (true acc) | true best (acc) | regret (pts) "
+          "| search s | truth s | speed-up (measured) | with distillation |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        md.append(f"| {r['proxy']} | {r['spearman']:+.3f} | {r['kendall']:+.3f} | {r['top_k_overlap']:.2f} | "
+                  f"{r['top_pick']} ({pct(r['top_pick_true_acc'])}) | {r['true_best']} ({pct(r['true_best_acc'])}) | "
+                  f"{100 * r['regret']:.2f} | {r['proxy_seconds']:.0f} | {r['truth_seconds']:,.0f} | "
+                  f"{r['time_ratio_measured']:.0f}x | {r['time_ratio_with_distillation']:.0f}x |")
+    md += ["", "*speed-up*: ground-truth training seconds / proxy-search training seconds, both measured on this "
+           "machine. *with distillation*: the proxy's one-off distillation (and PAD's experts) added to its search.",
+           "", "| candidate | true acc (± std) | truth s | " + " | ".join(labels) + " |",
+           "| --- | --- | --- | " + " | ".join("---" for _ in labels) + " |"]
+    for row in sorted(payload["per_candidate"], key=lambda r: -r["true_acc"]):
+        md.append(f"| {row['arch']} | {pct(row['true_acc'])} ± {pct(row['true_std'])} | {row['truth_seconds']:.0f} | "
+                  + " | ".join(pct(row[label]) for label in labels) + " |")
+    md.append("")
+    for r in rows:
+        if r["proxy"] != "random control":
+            md.append(f"Target for {r['proxy']} (ρ ≥ {RHO_TARGET}, ≥ {RATIO_TARGET:.0f}x less search time as "
+                      f"measured, ρ above the control's {control['spearman']:+.3f}): "
+                      f"{'met' if r['target_met'] else '**not met**'}.")
+    return md + ["", "![proxy vs true accuracy](nas_mnist_scatter.png)", ""]
+
+
+def truth_progress_lines(truth_file: Path, candidates: list[str]) -> list[str]:
+    """The README's NAS block while the ground truth is still being built: what the table holds so far."""
+    stored = json.loads(truth_file.read_text()) if truth_file.is_file() else {"key": {}, "results": {}}
+    key, done = stored["key"], stored["results"]
+    seconds = sum(e["seconds"] for e in done.values())
+    lines = [f"The NAS ground truth is being built: {len([n for n in candidates if n in done])} of {len(candidates)} "
+             f"seed22 candidates trained so far, {key.get('epochs', '?')} epochs x {key.get('seeds', '?')} seeds on "
+             f"all {key.get('train', 0):,} training images ({seconds:,.0f} s; `benchmarks/results/{truth_file.name}`). "
+             "The proxy comparison runs once it is complete (`python benchmarks/bench_nas.py`).", "",
+             "| candidate | val acc (%) per seed | training s | date | reference step ms |",
+             "| --- | --- | --- | --- | --- |"]
+    for name in candidates:
+        entry = done.get(name)
+        speed = entry and entry.get("reference_step_ms")
+        lines.append(f"| {name} | " + (" / ".join(pct(a) for a in entry["acc"]) + f" | {entry['seconds']:.0f} | "
+                                      f"{entry['date']} | {speed or '–'} |" if entry else "not yet | – | – | – |"))
+    lines += ["", "*reference step ms*: one ConvNet training step at batch 256 at the start of that sitting, "
+              "measured by the benchmark: how fast the shared machine was that day."]
+    return lines
+
+
+def readme_lines(payload: dict) -> list[str]:
+    """The README's NAS block: the summary table and where each number lives."""
+    rows = payload["results"]
+    md = [_truth_line(payload).removeprefix("- ").capitalize(), "",
+          "| proxy | Spearman ρ | Kendall τ | top-3 overlap | regret (pts) | search s | speed-up (measured) |",
+          "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        md.append(f"| {r['proxy']} | {r['spearman']:+.3f} | {r['kendall']:+.3f} | {r['top_k_overlap']:.2f} | "
+                  f"{100 * r['regret']:.2f} | {r['proxy_seconds']:.0f} | {r['time_ratio_measured']:.0f}x |")
+    return md + ["", f"Proxies, schedules and per-candidate accuracies: `benchmarks/results/nas_mnist.md` "
+                 f"({payload['env']['date']})."]
+
+
+def reference_step_ms(data: RealData, steps: int = 10) -> float:
+    """Median ms of one training step of the default ConvNet at batch 256: how fast the machine is today.
+
+    The truth is built over several sittings and the proxies are searched in another, so each
+    records this figure; the report shows how far the machine's speed moved between them.
+    """
+    from ddsearch.evaluate import build_network
+    from ddsearch.precision import autocast, resolve_precision
+
+    net = build_network("ConvNet", data, 0, data.train_x.device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = data.train_x[:256], data.train_y[:256]
+    precision = resolve_precision("auto", x.device)
+    times = []
+    for i in range(steps + 3):
+        start = time.perf_counter()
+        with autocast(precision, x.device):
+            loss = torch.nn.functional.cross_entropy(net(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i >= 3:  # the first steps warm up the allocator and the kernels
+            times.append(time.perf_counter() - start)
+    return 1000 * float(sorted(times)[len(times) // 2])
+
+
+def resolve_candidates(args: argparse.Namespace) -> list[str]:
+    from ddsearch.nas import resolve_space
+
+    return resolve_space(args.candidates)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", choices=["proxies", "all"], default="all")
+    parser.add_argument("--stage", choices=["truth", "proxies", "all", "report"], default="all",
+                        help="report: rewrite the markdown and the README block from nas_mnist.json alone")
+    parser.add_argument("--truth-file", default=str(TRUTH_FILE),
+                        help="the ground-truth table, read and extended one candidate at a time")
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "ddsearch"))
-    parser.add_argument("--datadam-iterations", type=int, default=100)
-    parser.add_argument("--batch-real", type=int, default=32)
+    parser.add_argument("--datadam-iterations", type=int, default=1000)
+    parser.add_argument("--batch-real", type=int, default=256)
     parser.add_argument("--pad-iterations", type=int, default=150, help="0: do not try PAD")
     parser.add_argument("--pad-train-per-class", type=int, default=500,
                         help="PAD scores and experts use this many training images per class")
@@ -188,20 +347,41 @@ def main() -> None:
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
     parser.add_argument("--epochs", type=int, default=50, help="proxy/control training epochs")
     parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--truth-epochs", type=int, default=1)
+    parser.add_argument("--truth-epochs", type=int, default=10)
+    parser.add_argument("--truth-seeds", type=int, default=2)
     parser.add_argument("--truth-train-size", type=int, default=0, help="0: the whole training split")
-    parser.add_argument("--truth-batch-size", type=int, default=64,
-                        help="4x the updates of batch 256 for the same compute: a less under-trained truth")
-    parser.add_argument("--full-epochs", type=int, default=20,
-                        help="epochs of the full-data schedule the time ratio is extrapolated to")
-    parser.add_argument("--full-proxy-epochs", type=int, default=None,
-                        help="proxy schedule extrapolated to (default: as run, the schedule the correlations are for)")
-    parser.add_argument("--full-proxy-seeds", type=int, default=None)
+    parser.add_argument("--truth-batch-size", type=int, default=256)
     args = parser.parse_args()
+    if args.stage == "report":
+        payload = json.loads((RESULTS / "nas_mnist.json").read_text())
+        if "truth_file" not in payload:  # the results predate the committed truth: show how far the truth is
+            update_readme("nas", "\n".join(truth_progress_lines(Path(args.truth_file), resolve_candidates(args))))
+            return
+        write_results("nas_mnist", payload, "\n".join(report(payload)))
+        update_readme("nas", "\n".join(readme_lines(payload)))
+        return
     torch.set_num_threads(2)
     cache = Path(args.cache_dir)
     device = torch.device("cpu")
     data = load_dataset("mnist", root=data_root(), val_size=5000)
+
+    from ddsearch.nas import NASSettings, agreement, control_set, ground_truth, split_runnable
+
+    names, skipped = split_runnable(resolve_candidates(args), data.channels, data.num_classes, data.image_size)
+    settings = NASSettings(epochs=args.epochs, seeds=args.seeds, truth_epochs=args.truth_epochs,
+                           truth_seeds=args.truth_seeds, truth_train_size=args.truth_train_size,
+                           truth_batch_size=args.truth_batch_size, top_k=3)
+    if args.stage == "truth":
+        speed = reference_step_ms(data)
+        print(f"reference ConvNet step: {speed:.0f} ms")
+        for score in ground_truth(names, data, settings, cache_file=args.truth_file,
+                                  entry_note={"reference_step_ms": round(speed, 1)}):
+            print(f"{score.arch}: val {score.mean:.4f} +- {score.std:.4f} ({score.seconds:.0f} s"
+                  + (", cached)" if score.cached else ")") + (f" error: {score.error}" if score.error else ""))
+        shown = list(dict.fromkeys([*CANDIDATES, *names]))  # a sitting may train only some of them
+        update_readme("nas", "\n".join(truth_progress_lines(Path(args.truth_file), shown)))
+        return
+
     datadam_path, datadam_info = make_datadam_proxy(data, args.datadam_iterations, args.batch_real, cache)
     print(datadam_path, datadam_info)
     pad_path, pad_info = (None, {"method": "pad", "error": args.pad_note})
@@ -211,30 +391,26 @@ def main() -> None:
     if args.stage == "proxies":
         return
 
-    from ddsearch.nas import NASSettings, agreement, control_set, ground_truth, resolve_space, split_runnable
-    from ddsearch.nas.ranking import score_set
-
-    names = resolve_space(args.candidates)
-    names, skipped = split_runnable(names, data.channels, data.num_classes, data.image_size)
-    settings = NASSettings(epochs=args.epochs, seeds=args.seeds, truth_epochs=args.truth_epochs,
-                           truth_train_size=args.truth_train_size, truth_batch_size=args.truth_batch_size, top_k=3)
     proxies: dict[str, SyntheticSet] = {"DataDAM": SyntheticSet.load(datadam_path, expect=data)}
     if pad_path is not None:
         proxies["PAD"] = SyntheticSet.load(pad_path, expect=data)
     proxies["random control"] = control_set(data, proxies["DataDAM"], seed=settings.seed)
 
+    speed = reference_step_ms(data)
     start = time.perf_counter()
-    truth = ground_truth(names, data, settings, cache_dir=cache)
+    truth = ground_truth(names, data, settings, cache_file=args.truth_file,
+                         entry_note={"reference_step_ms": round(speed, 1)})
     truth_wall = time.perf_counter() - start
     truth_acc = [s.mean for s in truth]
     truth_seconds = sum(s.seconds for s in truth)
     train_images = min(args.truth_train_size or len(data.train_y), len(data.train_y))
-    full_seconds = truth_seconds * (len(data.train_y) / train_images) * (args.full_epochs / args.truth_epochs)
-    args.full_proxy_epochs = args.full_proxy_epochs or settings.epochs
-    args.full_proxy_seeds = args.full_proxy_seeds or settings.seeds
-    proxy_scale = (args.full_proxy_epochs / settings.epochs) * (args.full_proxy_seeds / settings.seeds)
+    distill_seconds = {"DataDAM": datadam_info.get("distill_seconds", 0.0),
+                       "PAD": pad_info.get("setup_seconds", 0.0) + pad_info.get("distill_seconds", 0.0)}
 
-    rows, per_arch = [], {n: {"arch": n, "true_acc": a} for n, a in zip(names, truth_acc)}
+    stored = json.loads(Path(args.truth_file).read_text())["results"]
+    rows, per_arch = [], {n: {"arch": n, "true_acc": a, "true_std": t.std, "truth_seconds": t.seconds,
+                              "truth_reference_step_ms": stored.get(n, {}).get("reference_step_ms")}
+                          for n, a, t in zip(names, truth_acc, truth)}
     series = {}
     for label, synset in proxies.items():
         start = time.perf_counter()
@@ -244,97 +420,34 @@ def main() -> None:
         accs = [s.mean for s in scores]
         agree = agreement(names, accs, truth_acc, k=settings.top_k)
         seconds = sum(s.seconds for s in scores)
+        made = distill_seconds.get(label, 0.0)
         series[label] = (accs, agree.spearman)
         for n, s in zip(names, scores):
             per_arch[n][label] = s.mean
             if s.error:
                 per_arch[n][f"{label} error"] = s.error
         rows.append({"proxy": label, **agree.as_dict(), "proxy_seconds": seconds, "proxy_wall_seconds": wall,
-                     "truth_seconds": truth_seconds, "time_ratio_measured": truth_seconds / seconds,
-                     "full_search_seconds_extrapolated": full_seconds,
-                     "proxy_seconds_extrapolated": seconds * proxy_scale,
-                     "time_ratio_extrapolated": full_seconds / (seconds * proxy_scale),
+                     "distill_seconds": made, "truth_seconds": truth_seconds,
+                     "time_ratio_measured": truth_seconds / seconds,
+                     "time_ratio_with_distillation": truth_seconds / (seconds + made),
                      "scores_cached": sum(s.cached for s in scores)})
 
     info = device_info(device)
-    control = next(r for r in rows if r["proxy"] == "random control")
-    for r in rows:
-        r["target_met"] = bool(r["spearman"] >= 0.7 and r["time_ratio_measured"] >= 50 and r["proxy"] != "random control"
-                               and r["spearman"] > control["spearman"])
+    judge(rows)
     payload = {
         "dataset": "mnist", "val_size": 5000, "candidates": names, "skipped": [s.__dict__ for s in skipped],
-        "settings": settings.__dict__, "truth_cached": sum(s.cached for s in truth), "truth_wall_seconds": truth_wall,
-        "full_epochs_for_extrapolation": args.full_epochs, "proxies": {"datadam": datadam_info, "pad": pad_info},
+        "settings": settings.__dict__, "truth_file": Path(args.truth_file).name,
+        "truth_cached": sum(s.cached for s in truth), "truth_wall_seconds": truth_wall,
+        "truth_train_images": train_images, "proxies": {"datadam": datadam_info, "pad": pad_info},
+        "reference_step_ms": speed,
         "results": rows, "per_candidate": list(per_arch.values()), "device": info["device_name"], "env": info,
     }
     scatter = Path(__file__).resolve().parent / "results" / "nas_mnist_scatter.png"
     scatter.parent.mkdir(parents=True, exist_ok=True)
     plot(scatter, names, truth_acc, series)
-
-    def pct(v: float) -> str:
-        return f"{100 * v:.2f}"
-
-    dd = datadam_info
-    pad_line = (f"PAD: {pad_info.get('iterations')} iterations, syn_steps {PAD_CPU['syn_steps']}, batch_syn "
-                f"{PAD_CPU['batch_syn']}, 1 expert of 3 epochs, EL2N scores at init, all "
-                f"on a random {pad_info.get('train_images')}-image part of the training split "
-                f"({pad_info.get('setup_seconds', 0):.0f} s scores + expert, {pad_info.get('distill_seconds', 0):.0f} s "
-                "distillation)."
-                if "error" not in pad_info else f"PAD: **not measured**: {pad_info['error']}.")
-    md = [
-        f"# NAS on distilled proxy data, MNIST ({info['device_name']})",
-        "",
-        "**Reduced CPU schedules** (2 cores, nothing else running; nothing here is the papers' schedule):",
-        "",
-        f"- proxies: DataDAM IPC 10, ConvNetBN, {dd['iterations']} iterations, batch_real {dd['batch_real']} "
-        f"({dd['distill_seconds']:.0f} s; the paper runs 20,000 iterations). {pad_line}",
-        f"- control: a random real subset of the same size (10 per class), same protocol.",
-        f"- proxy/control protocol: {settings.epochs} epochs, {settings.seeds} seed(s), SGD lr {settings.lr}, "
-        f"DSA `{settings.strategy(data)}`, mean accuracy on the 5,000-image real validation split.",
-        f"- ground truth: {settings.truth_epochs} epoch(s) at batch {settings.truth_batch_size} on "
-        + (f"all {train_images:,} images of the real training split" if train_images == len(data.train_y)
-           else f"a class-balanced {train_images:,}-image part of the real training split")
-        + f", {settings.truth_seeds} seed; same validation split. A short schedule: it ranks how fast a network "
-        "learns as well as how well.",
-        f"- candidates ({len(names)}): {', '.join(names)}.",
-        f"- torch {info['torch']}, {info['date']}.",
-        "",
-        "| proxy | Spearman ρ | Kendall τ | top-3 overlap | proxy's pick (true acc) | true best (acc) | regret (pts) "
-        "| proxy s | truth s | ratio measured | ratio at full schedules (extrapolated) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in rows:
-        md.append(
-            f"| {r['proxy']} | {r['spearman']:+.3f} | {r['kendall']:+.3f} | {r['top_k_overlap']:.2f} | "
-            f"{r['top_pick']} ({pct(r['top_pick_true_acc'])}) | {r['true_best']} ({pct(r['true_best_acc'])}) | "
-            f"{100 * r['regret']:.2f} | {r['proxy_seconds']:.0f} | {r['truth_seconds']:.0f} | "
-            f"{r['time_ratio_measured']:.2f}x | {r['time_ratio_extrapolated']:.0f}x |"
-        )
-    md += [
-        "",
-        f"*ratio measured*: ground-truth training seconds / proxy training seconds, both as run here (the "
-        f"{dd['distill_seconds']:.0f} s of distillation are not counted: a proxy is made once and reused). "
-        f"*ratio at full schedules*: scaled linearly from these measurements, the truth to all "
-        f"{len(data.train_y):,} training images x {args.full_epochs} epochs (the `ddsearch baseline` default), the "
-        f"proxy to {args.full_proxy_epochs} epochs x {args.full_proxy_seeds} seed(s)"
-        + (" (as run: the schedule the correlations above are for)"
-           if (args.full_proxy_epochs, args.full_proxy_seeds) == (settings.epochs, settings.seeds) else "")
-        + "; an estimate, not a measurement. The correlations were measured against the "
-        f"{settings.truth_epochs}-epoch truth, not the {args.full_epochs}-epoch one.",
-        "",
-        "| candidate | true acc | " + " | ".join(proxies) + " |",
-        "| --- | --- | " + " | ".join("---" for _ in proxies) + " |",
-    ]
-    for row in sorted(per_arch.values(), key=lambda r: -r["true_acc"]):
-        md.append(f"| {row['arch']} | {pct(row['true_acc'])} | " + " | ".join(pct(row[p]) for p in proxies) + " |")
-    md.append("")
-    for r in rows:
-        if r["proxy"] != "random control":
-            verdict = "met" if r["target_met"] else "**not met**"
-            md.append(f"Target for {r['proxy']} (ρ ≥ 0.7, ≥ 50x less search time as measured, ρ above the "
-                      f"control's {control['spearman']:+.3f}): {verdict}.")
-    md += ["", "![proxy vs true accuracy](nas_mnist_scatter.png)", ""]
+    md = report(payload)
     write_results("nas_mnist", payload, "\n".join(md))
+    update_readme("nas", "\n".join(readme_lines(payload)))
 
 
 if __name__ == "__main__":

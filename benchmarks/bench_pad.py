@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from ddsearch.precision import cpu_name
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -176,19 +178,9 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(args: argparse.Namespace) -> dict:
     device = args.device
-    name = torch.cuda.get_device_name() if device.startswith("cuda") else _cpu_name()
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else cpu_name()
     return {
         "device": device,
         "device_name": name,

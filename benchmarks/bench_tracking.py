@@ -33,6 +33,7 @@ from common import device_info, write_results
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from cluster import Rehearsal, postgres_missing  # noqa: E402
+from ddsearch.precision import cpu_name  # noqa: E402
 from ddsearch.tracking import server, store  # noqa: E402
 from ddsearch.tracking.run_logger import RunLogger  # noqa: E402
 from ddsearch.config import study_from_dict  # noqa: E402
@@ -108,7 +109,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     import mlflow
 
-    info = device_info(torch.device("cpu")) | {"cpu_model": _cpu_model(), "mlflow": mlflow.__version__, "load_average_before": load_before,
+    info = device_info(torch.device("cpu")) | {"cpu_model": cpu_name(), "mlflow": mlflow.__version__, "load_average_before": load_before,
                                                 "load_average_after": os.getloadavg()}
     payload = {"benchmark": "tracking_overhead", "iterations": args.iterations, "repeats": args.repeats, "rows": rows, **info}
     lines = [
@@ -131,18 +132,6 @@ def main() -> None:
         f"one run with the variants interleaved, so load drifts affect them less than the absolute seconds.",
     ]
     write_results("tracking_overhead_cpu", payload, "\n".join(lines))
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

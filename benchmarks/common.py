@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from ddsearch.precision import cpu_name
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -18,7 +20,7 @@ def device_info(device: torch.device) -> dict[str, Any]:
     """Name the hardware and software so every figure says where it came from."""
     info: dict[str, Any] = {
         "device": str(device),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpu_threads": torch.get_num_threads(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
@@ -50,3 +52,17 @@ def data_root() -> str:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def update_readme(marker: str, body: str, readme: Path = RESULTS.parents[1] / "README.md") -> bool:
+    """Replace the README's block between ``<!-- marker:begin -->`` and ``<!-- marker:end -->``.
+
+    The README's results are generated from the JSON this way, never typed by hand. Returns False
+    (and leaves the file alone) where the README has no such block.
+    """
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    text = readme.read_text()
+    if begin not in text or end not in text:
+        return False
+    readme.write_text(text.split(begin)[0] + begin + "\n" + body.strip() + "\n" + end + text.split(end, 1)[1])
+    return True

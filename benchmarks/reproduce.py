@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from common import RESULTS, data_root, device_info
+from common import RESULTS, data_root, device_info, update_readme
 from ddsearch.augment import default_strategy
 from ddsearch.config import Study, load_study
 from ddsearch.data import RealData
@@ -79,7 +79,9 @@ PUBLISHED = {"DC (published)": {1: 91.7, 10: 97.4, 50: 98.8}, "DSA (published)":
              "kcenter (published in DC)": {1: 89.3, 10: 84.4, 50: 97.4}}
 SOURCE_REPORTS_IPC10 = {"datadam": "80–91.8", "pad": "68.6–87"}
 TARGETS = {"datadam": {1: 0.90, 10: 0.975, 50: 0.988}, "pad": {1: 0.92, 10: 0.98, 50: 0.99}}
-KEY_FIELDS = ("stage", "method", "dataset", "ipc", "arch", "epochs", "repeats", "iterations", "eval_lr")
+KEY_FIELDS = ("stage", "method", "dataset", "ipc", "arch", "epochs", "repeats", "iterations", "eval_lr", "init")
+# init: a distiller's starting images where they are not the default random real ones (e.g. "herding");
+# None for the default, so records made before the field existed keep their keys.
 # eval_lr: "protocol" trains every evaluator at the DC protocol's lr (0.01); "learned" at the lr a
 # trajectory-matching set learned with its images (MTT/DATM/PAD evaluate that way). DataDAM and the
 # controls learn no lr, so for them the two are the same training.
@@ -197,6 +199,14 @@ def control_set(method: str, ipc: int, data: RealData, args: argparse.Namespace,
 
 # ---- stages ---------------------------------------------------------------------------------
 
+def distillation_key(method: str, ipc: int, args: argparse.Namespace) -> tuple[int | None, str | None]:
+    """A record's iterations and (non-default) starting images: (None, None) for the controls."""
+    if method not in DISTILLERS:
+        return None, None
+    settings = method_study(method, ipc, args).method
+    return settings.iterations, None if settings.init == "real" else settings.init
+
+
 def accuracy_stage(data: RealData, args: argparse.Namespace, records: Records, base: dict[str, Any]) -> None:
     settings = TrainSettings(epochs=args.epochs, dsa_strategy=default_strategy(data.name), workers=args.workers)
     selector_cache: dict = {}
@@ -204,9 +214,9 @@ def accuracy_stage(data: RealData, args: argparse.Namespace, records: Records, b
         for method in args.methods:
             if method == "full":
                 continue
-            iterations = method_study(method, ipc, args).method.iterations if method in DISTILLERS else None
+            iterations, init = distillation_key(method, ipc, args)
             key = dict(stage="accuracy", method=method, dataset=data.name, ipc=ipc, arch=args.arch,
-                       epochs=args.epochs, repeats=args.repeats, iterations=iterations, eval_lr=args.eval_lr)
+                       epochs=args.epochs, repeats=args.repeats, iterations=iterations, eval_lr=args.eval_lr, init=init)
             if records.find(**key):
                 print(f"cached: {method} ipc {ipc}")
                 continue
@@ -234,11 +244,11 @@ def cross_stage(data: RealData, args: argparse.Namespace, records: Records, base
     settings = TrainSettings(epochs=args.epochs, dsa_strategy=default_strategy(data.name))
     for method in (m for m in args.methods if m in DISTILLERS):
         ipc = args.cross_ipc
-        iterations = method_study(method, ipc, args).method.iterations
+        iterations, init = distillation_key(method, ipc, args)
         synset = None
         for arch in args.cross_archs:
             key = dict(stage="cross", method=method, dataset=data.name, ipc=ipc, arch=arch, epochs=args.epochs,
-                       repeats=args.repeats, iterations=iterations, eval_lr=args.eval_lr)
+                       repeats=args.repeats, iterations=iterations, eval_lr=args.eval_lr, init=init)
             if records.find(**key):
                 continue
             synset = synset or distilled_set(method, ipc, data, args)[0]
@@ -348,8 +358,11 @@ def accuracy_table(acc: list[dict[str, Any]], epochs: int, repeats: int, publish
              "| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " | distillation |",
              "| --- | " + " | ".join("---" for _ in ipcs) + " | --- |"]
     for method in METHODS:
-        mine = sorted((r for r in acc if r["method"] == method), key=lambda r: r.get("eval_lr") == "protocol")
-        rows = {r["ipc"]: r for r in mine}  # the latest record, at the protocol's lr where there is one
+        # The method as published (random real start) at its largest budget and the protocol's lr, where
+        # there are such records; variants (other starts, learned lr) are the targets table's rows.
+        mine = sorted((r for r in acc if r["method"] == method),
+                      key=lambda r: (r.get("eval_lr") == "protocol", r.get("init") is None, r.get("iterations") or 0))
+        rows = {r["ipc"]: r for r in mine}
         if not rows:
             continue
         if method == "full":
@@ -360,13 +373,19 @@ def accuracy_table(acc: list[dict[str, Any]], epochs: int, repeats: int, publish
             continue
         cells = [pct(rows[i]["test_acc_mean"], rows[i]["test_acc_std"])
                  + (" (learned lr)" if rows[i].get("eval_lr") == "learned" else "") if i in rows else "–" for i in ipcs]
-        distill = ", ".join(f"IPC {i}: {rows[i]['iterations']} it" for i in ipcs if i in rows and rows[i].get("iterations"))
+        distill = ", ".join(f"IPC {i}: {iterations_cell(rows[i])} it" for i in ipcs
+                            if i in rows and rows[i].get("iterations"))
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {distill or '–'} |")
     if published:
         for paper, figures in PUBLISHED.items():
             lines.append(f"| {paper} | " + " | ".join(f"{figures[i]}" if i in figures else "–" for i in ipcs)
                          + " | paper (5 × 1000 epochs) |")
     return lines + [""]
+
+
+def iterations_cell(record: dict[str, Any]) -> str:
+    """Iterations, and the starting images where they are not random real ones."""
+    return f"{record['iterations']}" + (f" ({record['init']} start)" if record.get("init") else "")
 
 
 def evaluator_lr(record: dict[str, Any]) -> str:
@@ -378,7 +397,8 @@ def evaluator_lr(record: dict[str, Any]) -> str:
 def targets_table(acc: list[dict[str, Any]]) -> list[str]:
     """Each distilled row against its target and against herding (margin > 2 combined std)."""
     rows = sorted((r for r in acc if "target" in r),
-                  key=lambda r: (r["method"], r["ipc"], -r["epochs"], r["iterations"], r.get("eval_lr") or ""))
+                  key=lambda r: (r["method"], r["ipc"], -r["epochs"], r["iterations"], r.get("init") or "",
+                                 r.get("eval_lr") or ""))
     if not rows:
         return []
     lines = ["| method | IPC | iterations | evaluator (lr) | test acc | target | met | short by (pts) | over herding (pts) "
@@ -389,7 +409,7 @@ def targets_table(acc: list[dict[str, Any]]) -> list[str]:
         versus = herding_margin(r, herding)
         over = f"{versus[0]:+.2f} (2 std {versus[1]:.2f})" if versus else "–"
         beats = ("yes" if versus[0] > versus[1] else "**no**") if versus else "–"
-        lines.append(f"| {r['method']} | {r['ipc']} | {r['iterations']} | {r['repeats']} × {r['epochs']} "
+        lines.append(f"| {r['method']} | {r['ipc']} | {iterations_cell(r)} | {r['repeats']} × {r['epochs']} "
                      f"({evaluator_lr(r)}) | "
                      f"{pct(r['test_acc_mean'])} | "
                      f"{pct(r['target'])} | {'yes' if r['target_met'] else '**no**'} | {100 * r['short_by']:.2f} | "
@@ -426,18 +446,21 @@ def markdown(records: list[dict[str, Any]], title: str) -> str:
             lines += ["herding and kcenter select real training images per class in the embedding of a ConvNet "
                       "trained on the real data; both start from the image nearest the class mean, so at IPC 1 "
                       "they pick the same set.", ""]
+        if any(r.get("init") == "herding" for r in acc):
+            lines += ["*(herding start)*: the distiller began from the herding control's picks, selected in the embedding "
+                      "of its own distillation network (`method.init: herding`), instead of random real images.", ""]
         lines += targets_table(acc)
         # one row per distilled set: its records at other evaluator lrs share its cost
-        cost = list({(r["method"], r["ipc"], r["iterations"], r["distill_seconds"]): r
+        cost = list({(r["method"], r["ipc"], r["iterations"], r.get("init"), r["distill_seconds"]): r
                      for r in acc if r.get("distill_seconds") is not None}.values())
         if cost:
             lines += ["## Distillation cost", "",
                       "| method | IPC | iterations | precision | wall s | s / iteration | set-up s | budget | peak GPU MB |",
                       "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-            for r in sorted(cost, key=lambda r: (r["method"], r["ipc"], r["iterations"])):
+            for r in sorted(cost, key=lambda r: (r["method"], r["ipc"], r["iterations"], r.get("init") or "")):
                 mem = f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb") else "– (CPU)"
                 setup = f"{r['setup_seconds']:.0f}" if r.get("setup_seconds") is not None else "–"
-                lines.append(f"| {r['method']} | {r['ipc']} | {r['iterations']} | {r.get('precision', 'fp32')} | "
+                lines.append(f"| {r['method']} | {r['ipc']} | {iterations_cell(r)} | {r.get('precision', 'fp32')} | "
                              f"{r['distill_seconds']:.0f} | {r['distill_seconds'] / r['iterations']:.3f} | {setup} | "
                              f"{budget_note(r)} | {mem} |")
             lines += ["", "*set-up s*: building the distiller before the first iteration; for PAD, the EL2N scores and "
@@ -472,14 +495,9 @@ def markdown(records: list[dict[str, Any]], title: str) -> str:
     return "\n".join(lines)
 
 
-def update_readme(table: str, readme: Path = ROOT / "README.md") -> None:
-    """Replace the block between the reproduce markers in the README with the latest table."""
-    begin, end = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
-    text = readme.read_text()
-    if begin not in text or end not in text:
-        return
-    body = re.sub(r"^# .*\n", "", table, count=1).replace("\n## ", "\n#### ")
-    readme.write_text(text.split(begin)[0] + begin + "\n" + body.strip() + "\n" + end + text.split(end, 1)[1])
+def readme_block(table: str) -> str:
+    """The markdown report as a README block: no title, its sections one heading level down."""
+    return re.sub(r"^# .*\n", "", table, count=1).replace("\n## ", "\n#### ")
 
 
 # ---- main -----------------------------------------------------------------------------------
@@ -543,7 +561,7 @@ def main() -> None:
     (out / f"{name}.md").write_text(table + "\n")
     print(table)
     if name in ("reproduce", "reproduce_cpu") and Path(args.out_dir).resolve() == RESULTS.resolve():
-        update_readme(table)
+        update_readme("reproduce", readme_block(table))
 
 
 if __name__ == "__main__":

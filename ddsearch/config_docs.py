@@ -72,7 +72,6 @@ _FALLBACK = {
     "dataset.split_seed": "seed of the validation split",
     "dataset.download": "download a missing data set when it can be downloaded",
     "method.name": "the distillation method; its section's keys follow",
-    "method.init": "initialise the synthetic images from real images or noise",
     "evaluators": "architectures of the final cross-architecture table (the first one is the leaderboard's test_acc)",
     "objective.metric": "the metric maximised (validation accuracy; test accuracy is never searched on)",
     "objective.mode": "maximise",

@@ -76,15 +76,25 @@ def embedding_network(data: RealData, arch: str = "ConvNet", epochs: int = 1, se
     return net.eval()
 
 
-def select_coreset(data: RealData, ipc: int, selector: Selector, net: torch.nn.Module) -> SyntheticSet:
-    """``ipc`` real training images per class, chosen by ``selector`` in ``net``'s embedding."""
+def select_rows(data: RealData, ipc: int, selector: Selector, net: torch.nn.Module) -> Tensor:
+    """Rows of the training split: ``ipc`` per class, class by class, chosen by ``selector`` in ``net``'s embedding."""
     if selector not in SELECTORS:
         raise DDSearchError(f"unknown selector {selector!r}; choose one of {', '.join(SELECTORS)}")
     data.check_ipc(ipc)
     pick = herding if selector == "herding" else k_center
     with torch.no_grad():
         features = predict(_Embedder(net), data.train_x)
-    rows = torch.cat([idx[pick(features[idx], ipc).to(idx.device)] for idx in data.class_indices])
+    return torch.cat([idx[pick(features[idx], ipc).to(idx.device)] for idx in data.class_indices])
+
+
+def herding_rows(data: RealData, ipc: int, arch: str, embed_epochs: int, seed: int) -> Tensor:
+    """The herding control's picks, as a distiller's starting images (``method.init: herding``)."""
+    return select_rows(data, ipc, "herding", embedding_network(data, arch, epochs=embed_epochs, seed=seed))
+
+
+def select_coreset(data: RealData, ipc: int, selector: Selector, net: torch.nn.Module) -> SyntheticSet:
+    """``ipc`` real training images per class, chosen by ``selector`` in ``net``'s embedding."""
+    rows = select_rows(data, ipc, selector, net)
     return SyntheticSet(
         images=data.train_x[rows].clone(), labels=data.train_y[rows].clone(), num_classes=data.num_classes,
         dataset=data.name, mean=tuple(data.mean), std=tuple(data.std), method=selector,

@@ -37,14 +37,27 @@ def cpu_has_fast_bf16() -> bool:
     return _cpuinfo_has_bf16()
 
 
-def _cpuinfo_has_bf16() -> bool:
-    """Fallback for torch builds without the probes: read the kernel's CPU flags."""
+def _cpuinfo_line(prefix: str) -> str:
+    """The value of the first ``/proc/cpuinfo`` line that starts with ``prefix`` ('' if none)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as info:
-            flags = next((line for line in info if line.startswith("flags")), "")
+            line = next((line for line in info if line.startswith(prefix)), "")
     except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
+        return ""
+    return line.split(":", 1)[1].strip() if ":" in line else ""
+
+
+def cpu_name() -> str:
+    """The CPU's model name, so that a recorded timing says which machine it came from."""
+    import platform
+
+    return _cpuinfo_line("model name") or platform.processor() or platform.machine()
+
+
+def _cpuinfo_has_bf16() -> bool:
+    """Fallback for torch builds without the probes: read the kernel's CPU flags."""
+    flags = _cpuinfo_line("flags").split()
+    return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
 
 
 def device_has_fast_bf16(device: torch.device) -> bool:

@@ -11,6 +11,18 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def import_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts beside their ``common`` helper)."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
 # ---------------------------------------------------------------------- data sets
 def build_fake_mhist(
     root: Path, n_train: int = 12, n_test: int = 6, size: int = 224, seed: int = 0

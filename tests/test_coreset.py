@@ -77,3 +77,19 @@ def test_select_coreset_errors_are_clear(digits) -> None:
         select_coreset(digits, 10_000, "herding", net)
     with pytest.raises(DDSearchError, match="no embedding"):
         embedding_network(digits, "MLP", epochs=0)
+
+
+def test_a_distiller_can_start_from_the_herding_control(digits) -> None:
+    """``method.init: herding`` starts from exactly the control's picks, in the same embedding and seed."""
+    from ddsearch.methods import create_distiller
+    from ddsearch.methods.datadam import DataDAMSettings
+
+    settings = DataDAMSettings(ipc=3, iterations=2, arch=TINY_CONV, init="herding", init_embed_epochs=1, batch_real=32)
+    distiller = create_distiller(settings, digits, seed=4)
+    control = select_coreset(digits, 3, "herding", embedding_network(digits, TINY_CONV, epochs=1, seed=4))
+    assert torch.equal(distiller.images.detach(), control.images)
+    assert torch.equal(distiller.labels, control.labels)
+    real = create_distiller(settings.model_copy(update={"init": "real"}), digits, seed=4)
+    assert not torch.equal(real.images.detach(), control.images)  # the default start is another set
+    distiller.step()
+    assert not torch.equal(distiller.images.detach(), control.images)  # and the start is trained from there

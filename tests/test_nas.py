@@ -137,6 +137,23 @@ def test_ground_truth_is_cached_by_data_and_schedule(digits, tmp_path) -> None:
     assert len(list((tmp_path / "nas" / "truth").glob("digits-*.json"))) == 2
 
 
+def test_ground_truth_in_a_named_file_is_extended_and_guarded(digits, tmp_path) -> None:
+    table = tmp_path / "results" / "truth.json"
+    settings = NASSettings(truth_epochs=1, truth_train_size=300, dsa_strategy="none")
+    first = ground_truth(SMALL[:1], digits, settings, cache_file=table, progress=False, entry_note={"speed": 7})
+    entry = json.loads(table.read_text())["results"][SMALL[0]]
+    assert entry["acc"] == first[0].acc and entry["threads"] >= 1 and entry["host"] and entry["date"]
+    assert entry["speed"] == 7
+    both = ground_truth(SMALL[:2], digits, settings, cache_file=table, progress=False)
+    assert both[0].cached and not both[1].cached
+    assert set(json.loads(table.read_text())["results"]) == set(SMALL[:2])
+    assert not (tmp_path / "nas").exists()  # the named file is the cache: nothing under a cache folder
+    with pytest.raises(DDSearchError, match="another schedule"):
+        ground_truth(SMALL[:1], digits, NASSettings(truth_epochs=2, truth_train_size=300, dsa_strategy="none"),
+                     cache_file=table, progress=False)
+    assert set(json.loads(table.read_text())["results"]) == set(SMALL[:2])  # the table is left as it was
+
+
 # ---- the command, end to end on digits ------------------------------------------------------------
 
 def test_nas_end_to_end_on_digits(digits, tmp_path, capsys) -> None:
@@ -279,3 +296,42 @@ def test_candidates_as_ray_tasks(digits) -> None:
                               progress=False)
     assert [s.arch for s in scores] == SMALL[:2]
     assert all(s.error is None and len(s.acc) == 1 and 0 <= s.acc[0] <= 1 for s in scores)
+
+
+# ---- the benchmark's verdicts and report ------------------------------------------------------------
+
+def test_nas_benchmark_judges_against_the_control_and_the_measured_speed_up() -> None:
+    from conftest import import_benchmark
+
+    bench = import_benchmark("bench_nas")
+    names = ["ConvNetD1", "ConvNetW32", "ConvNetNN"]
+    truth = [0.99, 0.98, 0.90]
+
+    def row(label: str, proxy: list[float], search_s: float) -> dict:
+        return {"proxy": label, **agreement(names, proxy, truth, k=2).as_dict(), "proxy_seconds": search_s,
+                "distill_seconds": 100.0, "truth_seconds": 6000.0, "time_ratio_measured": 6000.0 / search_s,
+                "time_ratio_with_distillation": 6000.0 / (search_s + 100.0)}
+
+    rows = [row("DataDAM", [0.9, 0.8, 0.3], 60.0), row("PAD", [0.9, 0.8, 0.3], 200.0),
+            row("random control", [0.8, 0.9, 0.3], 60.0)]
+    bench.judge(rows)
+    assert [r["target_met"] for r in rows] == [True, False, False]  # PAD's 30x misses the 50x bar
+    rows[2] = row("random control", [0.9, 0.8, 0.3], 60.0)  # a control as good as the proxy
+    bench.judge(rows)
+    assert not rows[0]["target_met"]
+    payload = {"device": "CPU (test)", "settings": NASSettings(truth_epochs=10, truth_seeds=2).__dict__,
+               "candidates": names, "truth_file": "nas_truth_mnist.json", "truth_train_images": 55000,
+               "proxies": {"datadam": {"arch": "ConvNet", "iterations": 1000, "batch_real": 256,
+                                       "distill_seconds": 100.0}, "pad": {"error": "not attempted"}},
+               "results": rows, "env": {"torch": "2", "date": "2026-12-04"}, "reference_step_ms": 410.0,
+               "per_candidate": [{"arch": n, "true_acc": t, "true_std": 0.001, "truth_seconds": 2000.0,
+                                  "truth_reference_step_ms": ms, **{r["proxy"]: 0.5 for r in rows}}
+                                 for n, t, ms in zip(names, truth, (450.0, None, 600.0))]}
+    md = "\n".join(bench.report(payload))
+    assert "| DataDAM | +1.000 | +1.000 | 1.00 |" in md and "| 100x | 38x |" in md
+    assert "6,000 s of training in all" in md and "PAD proxy: **not measured**: not attempted" in md
+    assert md.count("**not met**") == 2  # DataDAM (control as good) and PAD
+    assert "410 ms during the proxy searches, 450–600 ms during the truth's sittings" in md
+    readme = bench.readme_lines(payload)
+    assert readme[0].startswith("Ground truth: 3 seed22 candidates x 10 epochs x 2 seeds")
+    assert sum(line.startswith("| ") for line in readme) == 2 + len(rows)

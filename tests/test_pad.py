@@ -188,6 +188,17 @@ def test_matching_loss_reaches_images_lr_and_labels(digits, cache) -> None:
     assert all(not torch.equal(a, b.detach()) for a, b in zip(before, after))
 
 
+def test_herding_start_keeps_the_controls_images_with_the_experts_soft_labels(digits, cache) -> None:
+    from ddsearch.coreset import embedding_network, select_coreset
+
+    pad = PAD(tiny(cache, init="herding", init_embed_epochs=1), digits, seed=0, progress=False)
+    control = select_coreset(digits, 2, "herding", embedding_network(digits, ARCH, epochs=1, seed=0))
+    assert torch.equal(pad.images.detach(), control.images)
+    assert pad.labels.shape == (2 * digits.num_classes, digits.num_classes) and pad.labels.is_floating_point()
+    hard = pad.labels.detach().argmax(dim=1)
+    assert (hard == control.labels).float().mean() >= 0.5  # the experts' logits mostly agree with the classes
+
+
 def test_pad_keeps_the_deep_part_by_alpha(digits, cache) -> None:
     for alpha in (0.0, 0.5):
         pad = PAD(tiny(cache, alpha=alpha), digits, seed=0, progress=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, import_benchmark
 from ddsearch.config_docs import study_keys_markdown
 
 README = (REPO_ROOT / "README.md").read_text()
@@ -39,3 +39,25 @@ def test_every_ready_made_study_validates() -> None:
         channels = 3 if study.dataset.name == "mhist" else 1
         for arch in {study.method.arch, study.evaluation.arch, *study.evaluators}:
             get_network(arch, channels, 2 if study.dataset.name == "mhist" else 10, size)
+
+
+def test_results_block_is_generated_from_the_json() -> None:
+    """No hand-typed number in the reproduction block: it is exactly what reproduce.py makes of its JSON."""
+    reproduce = import_benchmark("reproduce")
+    records = reproduce.Records(REPO_ROOT / "benchmarks" / "results" / "reproduce_cpu.json", force=False)
+    table = reproduce.markdown(records.items, "Reproduction table, mnist (reproduce_cpu)")
+    block = README.split("<!-- reproduce:begin -->")[1].split("<!-- reproduce:end -->")[0].strip()
+    assert block == reproduce.readme_block(table).strip()
+
+
+def test_nas_block_is_generated_from_the_json() -> None:
+    import json
+
+    bench = import_benchmark("bench_nas")
+    payload = json.loads((REPO_ROOT / "benchmarks" / "results" / "nas_mnist.json").read_text())
+    if "truth_file" in payload:
+        expected = bench.readme_lines(payload)
+    else:  # the proxy comparison waits for the truth: the block shows how far the truth is
+        expected = bench.truth_progress_lines(bench.TRUTH_FILE, bench.CANDIDATES)
+    block = README.split("<!-- nas:begin -->")[1].split("<!-- nas:end -->")[0].strip()
+    assert block == "\n".join(expected).strip(), "regenerate with: python benchmarks/bench_nas.py --stage report"

@@ -9,18 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import import_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = ("method", "dataset", "ipc", "arch", "test_acc_mean", "test_acc_std", "repeats", "epochs", "device")
-
-
-def import_reproduce():
-    """benchmarks/reproduce.py as a module (it is a script beside its ``common`` helper, not a package)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import reproduce
-    finally:
-        sys.path.pop(0)
-    return reproduce
 
 
 def run_reproduce(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -96,7 +88,7 @@ def test_table_names_the_published_figures_and_a_rerun_measures_nothing(first_ru
 def test_set_overrides_can_name_one_method() -> None:
     import argparse
 
-    reproduce = import_reproduce()
+    reproduce = import_benchmark("reproduce")
     method_study, study_overrides = reproduce.method_study, reproduce.study_overrides
     args = argparse.Namespace(set=["seed=3", "pad:method.num_experts=4"], quick=False, device="cpu", scale=1.0)
     pad, datadam = study_overrides("pad", 1, args), study_overrides("datadam", 1, args)
@@ -111,7 +103,7 @@ def test_set_overrides_can_name_one_method() -> None:
 
 def test_tables_tell_budgets_and_evaluator_lrs_apart() -> None:
     """Each budget and evaluator lr gets its own target row; the main table prefers the protocol's lr."""
-    reproduce = import_reproduce()
+    reproduce = import_benchmark("reproduce")
     accuracy_table, targets_table = reproduce.accuracy_table, reproduce.targets_table
     base = dict(stage="accuracy", dataset="mnist", ipc=10, epochs=1000, repeats=5, test_acc_std=0.001)
     herding = base | dict(method="herding", test_acc_mean=0.96, iterations=None, eval_lr="protocol",
@@ -130,3 +122,28 @@ def test_tables_tell_budgets_and_evaluator_lrs_apart() -> None:
     only_learned = next(line for line in accuracy_table([learned], 1000, 5, published=False)
                         if line.startswith("| pad"))
     assert "95.00 ± 0.10 (learned lr)" in only_learned
+
+
+def test_a_herding_start_is_its_own_record_and_row(tmp_path) -> None:
+    """A distiller started from the herding control is kept beside the random-start record, not over it."""
+    import argparse
+
+    reproduce = import_benchmark("reproduce")
+    args = argparse.Namespace(set=["datadam:method.init=herding"], quick=False, device="cpu", scale=1.0)
+    assert reproduce.distillation_key("datadam", 10, args)[1] == "herding"
+    assert reproduce.distillation_key("pad", 10, args)[1] is None  # the prefix named DataDAM only
+    assert reproduce.distillation_key("herding", 10, args) == (None, None)
+    records = reproduce.Records(tmp_path / "r.json", force=False)
+    base = dict(stage="accuracy", method="datadam", dataset="mnist", ipc=10, arch="ConvNet", epochs=1000, repeats=5,
+                iterations=3000, eval_lr="protocol", eval_lr_value=0.01, test_acc_mean=0.97, test_acc_std=0.001,
+                target=0.975, target_met=False, short_by=0.005)
+    records.add(base)
+    records.add(base | dict(init="herding", test_acc_mean=0.976, target_met=True, short_by=0.0))
+    assert len(records.items) == 2 and records.find(**base)["test_acc_mean"] == 0.97
+    rows = [line for line in reproduce.targets_table(records.items) if line.startswith("| datadam")]
+    assert [row.split(" | ")[2] for row in rows] == ["3000", "3000 (herding start)"]
+    shorter = base | dict(iterations=1000, test_acc_mean=0.965)
+    main = next(line for line in reproduce.accuracy_table([base | dict(init="herding", test_acc_mean=0.976), base,
+                                                           shorter], 1000, 5, published=False)
+                if line.startswith("| datadam"))
+    assert "97.00 ± 0.10" in main and "3000 it" in main  # the published start at the largest budget

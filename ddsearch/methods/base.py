@@ -77,8 +77,17 @@ class Distiller(ABC):
         shape = (data.num_classes * ipc, data.channels, *data.image_size)
         if self.settings.init == "noise":
             return torch.randn(shape, generator=self.generator).to(self.device)
+        if self.settings.init == "herding":
+            return data.train_x[self._herding_rows()].detach().clone()
         picks = [data.sample(c, ipc, self.generator) for c in range(data.num_classes)]
         return torch.cat(picks).detach().clone()
+
+    def _herding_rows(self) -> torch.Tensor:
+        """Training rows the herding control picks (class by class), in an embedding of ``arch`` seeded by the run."""
+        from ddsearch.coreset import herding_rows
+
+        s = self.settings
+        return herding_rows(self.data, s.ipc, s.arch, s.init_embed_epochs, self.seed)
 
     def next_seed(self) -> int:
         """A fresh integer seed from the run's generator (for Siamese DSA)."""

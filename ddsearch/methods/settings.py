@@ -22,7 +22,12 @@ class MethodBase(Strict):
 
     ipc: int = Field(10, gt=0, description="images per class")
     iterations: int = Field(1000, gt=0, description="distillation iterations")
-    init: Literal["real", "noise"] = "real"
+    init: Literal["real", "noise", "herding"] = Field(
+        "real", description="starting images: random real ones, noise, or the herding control's picks"
+    )
+    init_embed_epochs: int = Field(
+        2, ge=0, description="init herding: epochs the embedding network (arch) trains on the real data first"
+    )
     lr_img: float = Field(1.0, gt=0, description="eta_S: learning rate of the synthetic images")
     arch: str = Field("ConvNet", description="network used for distillation")
     dsa_strategy: str = Field("auto", description="DSA strategy; 'auto' leaves out flip for digit datasets")

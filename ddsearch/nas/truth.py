@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.nas.scoring import CandidateScore, score_candidates
 from ddsearch.nas.settings import NASSettings, Parallel
+from ddsearch.precision import cpu_name
 
 TRUTH_CACHE_VERSION = "1"
 
@@ -64,11 +66,20 @@ def truth_cache_path(cache_dir: str | Path, key: dict[str, Any]) -> Path:
     return Path(cache_dir) / "nas" / "truth" / f"{key['dataset']}-{digest}.json"
 
 
-def _read_cache(path: Path, key: dict[str, Any]) -> dict[str, dict]:
+def _load(path: Path) -> dict[str, Any]:
     try:
         payload = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _stored_key(path: Path) -> dict[str, Any] | None:
+    return _load(path).get("key")
+
+
+def _read_cache(path: Path, key: dict[str, Any]) -> dict[str, dict]:
+    payload = _load(path)
     if payload.get("key") != key:  # a hash collision or a hand-edited file: never trust it
         return {}
     return payload.get("results", {})
@@ -100,12 +111,22 @@ def ground_truth(
     use_cache: bool = True,
     parallel: Parallel | None = None,
     progress: bool = True,
+    cache_file: str | Path | None = None,
+    entry_note: dict[str, Any] | None = None,
 ) -> list[CandidateScore]:
-    """Every candidate trained on real data with the truth schedule; cached entries are reused."""
+    """Every candidate trained on real data with the truth schedule; cached entries are reused.
+
+    ``cache_file`` names the cache file itself instead of a file under ``cache_dir``: a truth table
+    kept in a repository, which later runs extend and reuse (its key still has to match).
+    ``entry_note`` is stored with each new entry (e.g. how fast the machine was that day).
+    """
     if settings.truth_epochs < 1:
         raise DDSearchError("the ground truth needs truth_epochs >= 1")
     key = truth_key(data, settings)
-    path = truth_cache_path(cache_dir or default_cache_dir(), key)
+    path = Path(cache_file) if cache_file else truth_cache_path(cache_dir or default_cache_dir(), key)
+    if cache_file and path.is_file() and _stored_key(path) != key:
+        raise DDSearchError(f"{path} holds a ground truth for other data or another schedule; "
+                            "pass another file or the settings it was made with")
     cached = _read_cache(path, key) if use_cache else {}
     found = {n: CandidateScore(n, list(e["acc"]), float(e["seconds"]), cached=True) for n, e in cached.items() if n in names}
     missing = [n for n in names if n not in found]
@@ -114,7 +135,10 @@ def ground_truth(
 
         def keep(score: CandidateScore) -> None:  # written one by one, so an interrupted truth resumes
             if use_cache and score.error is None:
-                _write_cache(path, key, {score.arch: {"acc": score.acc, "seconds": score.seconds}})
+                _write_cache(path, key, {score.arch: {"acc": score.acc, "seconds": score.seconds,
+                                                      "threads": torch.get_num_threads(),
+                                                      "host": cpu_name(),
+                                                      "date": time.strftime("%Y-%m-%d"), **(entry_note or {})}})
 
         fresh = score_candidates(missing, x, y, data, settings.train_settings(data, truth=True), settings.truth_seeds,
                                  settings.seed, parallel, progress, desc="ground truth", on_result=keep)

@@ -116,7 +116,7 @@ class PAD(Distiller):
             raise DDSearchError(f"the cached experts do not have the parameters of {s.arch}; rebuild them")
 
     def _initial_images(self) -> torch.Tensor:
-        """Real images the experts classify correctly (DATM), with the experts' logits as labels."""
+        """Real images the experts classify correctly (DATM) or the herding control's picks; experts' logits as labels."""
         data, ipc = self.data, self.settings.ipc
         logits = torch.stack([lg for lg in self.experts.logits])  # [K, N, C], CPU
         correct = logits.argmax(dim=2) == data.train_y.cpu()[None]  # [K, N]
@@ -131,13 +131,16 @@ class PAD(Distiller):
                 rows.append(mean.expand(ipc, -1))
             self._init_labels = torch.cat(rows).float()
             return images
+        herded = self._herding_rows().cpu().view(data.num_classes, ipc) if self.settings.init == "herding" else None
         picks, labels = [], []
         for c in range(data.num_classes):
-            idx = data.class_indices[c].cpu()
-            votes = correct[:, idx].sum(dim=0)  # how many experts get each image right
-            perm = torch.randperm(len(idx), generator=self.generator)
-            best = perm[torch.sort(votes[perm], descending=True, stable=True).indices[:ipc]]
-            chosen = idx[best]
+            if herded is not None:
+                chosen = herded[c]
+            else:
+                idx = data.class_indices[c].cpu()
+                votes = correct[:, idx].sum(dim=0)  # how many experts get each image right
+                perm = torch.randperm(len(idx), generator=self.generator)
+                chosen = idx[perm[torch.sort(votes[perm], descending=True, stable=True).indices[:ipc]]]
             ok = correct[:, chosen].float()  # [K, ipc]
             weight = torch.where(ok.sum(0, keepdim=True) > 0, ok, torch.ones_like(ok))
             lab = (logits[:, chosen] * weight[..., None]).sum(0) / weight.sum(0)[:, None]
