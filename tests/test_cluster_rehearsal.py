@@ -264,7 +264,9 @@ def test_a_postgres_restart_mid_study_loses_nothing(rehearsal: Rehearsal, refere
 def test_a_killed_driver_resumes_with_optuna_on_postgres(rehearsal: Rehearsal, tmp_path: Path) -> None:
     """Both trials are in Tune's saved state with two checkpoints each when the driver dies."""
     name = "driverkill"
-    path = write(tmp_path, study(name))
+    # 4x the iterations: after the second checkpoint a trial must outlive the 2.5 s wait below. At 120
+    # iterations a fast machine finished both trials (3.4 s of distillation each) before the kill.
+    path = write(tmp_path, study(name, method={"iterations": 4 * ITERATIONS}))
     log = tmp_path / "tune.log"
     driver = rehearsal.tune(path, cwd=tmp_path, log=log)
     try:
