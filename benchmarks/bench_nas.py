@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 
 from common import RESULTS, data_root, device_info, update_readme, write_results
 from ddsearch.data import RealData, load_dataset
+from ddsearch.nas import resolve_space
+from ddsearch.nas.truth import read_truth_table
 from ddsearch.synset import SyntheticSet
 
 # Twelve distinct members of seed22, covering every axis: depth, width, activation, normalisation and
@@ -197,7 +199,7 @@ def pct(v: float) -> str:
 
 def _proxy_lines(payload: dict) -> list[str]:
     dd, pad = payload["proxies"]["datadam"], payload["proxies"]["pad"]
-    lines = [f"- DataDAM proxy: IPC 10, {dd.get('arch', 'ConvNetBN')}, {dd['iterations']} iterations, batch_real "
+    lines = [f"- DataDAM proxy: IPC 10, {dd['arch']}, {dd['iterations']} iterations, batch_real "
              f"{dd['batch_real']}, distilled in {dd['distill_seconds']:.0f} s (the paper runs 20,000 iterations)."]
     if "error" in pad:
         lines.append(f"- PAD proxy: **not measured**: {pad['error']}.")
@@ -266,8 +268,7 @@ def report(payload: dict) -> list[str]:
 
 def truth_progress_lines(truth_file: Path, candidates: list[str]) -> list[str]:
     """The README's NAS block while the ground truth is still being built: what the table holds so far."""
-    stored = json.loads(truth_file.read_text()) if truth_file.is_file() else {"key": {}, "results": {}}
-    key, done = stored["key"], stored["results"]
+    key, done = read_truth_table(truth_file)
     seconds = sum(e["seconds"] for e in done.values())
     lines = [f"The NAS ground truth is being built: {len([n for n in candidates if n in done])} of {len(candidates)} "
              f"seed22 candidates trained so far, {key.get('epochs', '?')} epochs x {key.get('seeds', '?')} seeds on "
@@ -304,30 +305,26 @@ def reference_step_ms(data: RealData, steps: int = 10) -> float:
     The truth is built over several sittings and the proxies are searched in another, so each
     records this figure; the report shows how far the machine's speed moved between them.
     """
-    from ddsearch.evaluate import build_network
-    from ddsearch.precision import autocast, resolve_precision
+    from ddsearch.augment import DSA
+    from ddsearch.evaluate import build_network, train_epoch
+    from ddsearch.precision import resolve_precision
 
     net = build_network("ConvNet", data, 0, data.train_x.device)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    x, y = data.train_x[:256], data.train_y[:256]
-    precision = resolve_precision("auto", x.device)
+    one_batch, no_dsa, generator = torch.arange(256), DSA("none"), torch.Generator().manual_seed(0)
+    precision = resolve_precision("auto", data.train_x.device)
     times = []
     for i in range(steps + 3):
         start = time.perf_counter()
-        with autocast(precision, x.device):
-            loss = torch.nn.functional.cross_entropy(net(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_epoch(net, optimizer, data.train_x, data.train_y, one_batch, 256, no_dsa, generator, precision)
         if i >= 3:  # the first steps warm up the allocator and the kernels
             times.append(time.perf_counter() - start)
     return 1000 * float(sorted(times)[len(times) // 2])
 
 
-def resolve_candidates(args: argparse.Namespace) -> list[str]:
-    from ddsearch.nas import resolve_space
-
-    return resolve_space(args.candidates)
+def shown_candidates(names: list[str]) -> list[str]:
+    """The README lists the benchmark's twelve, and any other candidate a sitting was asked for."""
+    return list(dict.fromkeys([*CANDIDATES, *names]))
 
 
 def main() -> None:
@@ -355,7 +352,8 @@ def main() -> None:
     if args.stage == "report":
         payload = json.loads((RESULTS / "nas_mnist.json").read_text())
         if "truth_file" not in payload:  # the results predate the committed truth: show how far the truth is
-            update_readme("nas", "\n".join(truth_progress_lines(Path(args.truth_file), resolve_candidates(args))))
+            names = resolve_space(args.candidates)
+            update_readme("nas", "\n".join(truth_progress_lines(Path(args.truth_file), shown_candidates(names))))
             return
         write_results("nas_mnist", payload, "\n".join(report(payload)))
         update_readme("nas", "\n".join(readme_lines(payload)))
@@ -367,7 +365,7 @@ def main() -> None:
 
     from ddsearch.nas import NASSettings, agreement, control_set, ground_truth, split_runnable
 
-    names, skipped = split_runnable(resolve_candidates(args), data.channels, data.num_classes, data.image_size)
+    names, skipped = split_runnable(resolve_space(args.candidates), data.channels, data.num_classes, data.image_size)
     settings = NASSettings(epochs=args.epochs, seeds=args.seeds, truth_epochs=args.truth_epochs,
                            truth_seeds=args.truth_seeds, truth_train_size=args.truth_train_size,
                            truth_batch_size=args.truth_batch_size, top_k=3)
@@ -378,8 +376,7 @@ def main() -> None:
                                   entry_note={"reference_step_ms": round(speed, 1)}):
             print(f"{score.arch}: val {score.mean:.4f} +- {score.std:.4f} ({score.seconds:.0f} s"
                   + (", cached)" if score.cached else ")") + (f" error: {score.error}" if score.error else ""))
-        shown = list(dict.fromkeys([*CANDIDATES, *names]))  # a sitting may train only some of them
-        update_readme("nas", "\n".join(truth_progress_lines(Path(args.truth_file), shown)))
+        update_readme("nas", "\n".join(truth_progress_lines(Path(args.truth_file), shown_candidates(names))))
         return
 
     datadam_path, datadam_info = make_datadam_proxy(data, args.datadam_iterations, args.batch_real, cache)
@@ -407,7 +404,7 @@ def main() -> None:
     distill_seconds = {"DataDAM": datadam_info.get("distill_seconds", 0.0),
                        "PAD": pad_info.get("setup_seconds", 0.0) + pad_info.get("distill_seconds", 0.0)}
 
-    stored = json.loads(Path(args.truth_file).read_text())["results"]
+    stored = read_truth_table(args.truth_file)[1]
     rows, per_arch = [], {n: {"arch": n, "true_acc": a, "true_std": t.std, "truth_seconds": t.seconds,
                               "truth_reference_step_ms": stored.get(n, {}).get("reference_step_ms")}
                           for n, a, t in zip(names, truth_acc, truth)}

@@ -74,8 +74,10 @@ def _load(path: Path) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {}
 
 
-def _stored_key(path: Path) -> dict[str, Any] | None:
-    return _load(path).get("key")
+def read_truth_table(path: str | Path) -> tuple[dict[str, Any], dict[str, dict]]:
+    """A truth file's key and its entries by candidate, as stored (empty where there is no file yet)."""
+    payload = _load(Path(path))
+    return payload.get("key", {}), payload.get("results", {})
 
 
 def _read_cache(path: Path, key: dict[str, Any]) -> dict[str, dict]:
@@ -124,7 +126,7 @@ def ground_truth(
         raise DDSearchError("the ground truth needs truth_epochs >= 1")
     key = truth_key(data, settings)
     path = Path(cache_file) if cache_file else truth_cache_path(cache_dir or default_cache_dir(), key)
-    if cache_file and path.is_file() and _stored_key(path) != key:
+    if cache_file and path.is_file() and _load(path).get("key") != key:
         raise DDSearchError(f"{path} holds a ground truth for other data or another schedule; "
                             "pass another file or the settings it was made with")
     cached = _read_cache(path, key) if use_cache else {}
