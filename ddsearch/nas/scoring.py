@@ -43,8 +43,11 @@ class CandidateScore:
 
 
 def train_candidate(arch: str, x: torch.Tensor, y: torch.Tensor, data: RealData, settings: TrainSettings,
-                    seeds: int, seed: int) -> CandidateScore:
-    """Train ``arch`` on (x, y) ``seeds`` times; a failure is recorded on the score, not raised."""
+                    seeds: int, seed: int, progress: bool = False) -> CandidateScore:
+    """Train ``arch`` on (x, y) ``seeds`` times; a failure is recorded on the score, not raised.
+
+    ``progress`` shows an epoch bar per seed: a ground-truth candidate can train for half an hour.
+    """
     score = CandidateScore(arch)
     start = time.perf_counter()
     precision = resolve_precision(settings.precision, x.device)
@@ -52,7 +55,7 @@ def train_candidate(arch: str, x: torch.Tensor, y: torch.Tensor, data: RealData,
         for r in range(seeds):
             run_seed = seed * 1000 + r
             net = build_network(arch, data, run_seed, x.device)
-            train_network(net, x, y, settings, run_seed)
+            train_network(net, x, y, settings, run_seed, progress, desc=f"{arch} seed {r + 1}/{seeds}")
             score.acc.append(accuracy(net, data.val_x, data.val_y, precision=precision))
     except Exception as err:  # noqa: BLE001 - one broken candidate must not end a 720-candidate search
         score.error = f"{type(err).__name__}: {err}"
@@ -89,7 +92,7 @@ def score_candidates(
     if parallel is None:
         scores = []
         for arch in tqdm(names, desc=desc, disable=not progress, unit="arch"):
-            scores.append(train_candidate(arch, x, y, data, settings, seeds, seed))
+            scores.append(train_candidate(arch, x, y, data, settings, seeds, seed, progress))
             if on_result is not None:
                 on_result(scores[-1])
         return scores
