@@ -126,21 +126,24 @@ def ground_truth(
         raise DDSearchError("the ground truth needs truth_epochs >= 1")
     key = truth_key(data, settings)
     path = Path(cache_file) if cache_file else truth_cache_path(cache_dir or default_cache_dir(), key)
-    if cache_file and path.is_file() and _load(path).get("key") != key:
+    stored_key, stored = read_truth_table(path)
+    if cache_file and path.is_file() and stored_key != key:
         raise DDSearchError(f"{path} holds a ground truth for other data or another schedule; "
                             "pass another file or the settings it was made with")
-    cached = _read_cache(path, key) if use_cache else {}
+    cached = stored if use_cache and stored_key == key else {}
     found = {n: CandidateScore(n, list(e["acc"]), float(e["seconds"]), cached=True) for n, e in cached.items() if n in names}
     missing = [n for n in names if n not in found]
     if missing:
         x, y = truth_training_set(data, settings)
 
+        # Ray tasks train with cpus_per_task threads (and the host is then this driver's, not the worker's).
+        threads = torch.get_num_threads() if parallel is None else max(1, int(parallel.cpus_per_task))
+        where = {"threads": threads, "host": cpu_name(), **(entry_note or {})}
+
         def keep(score: CandidateScore) -> None:  # written one by one, so an interrupted truth resumes
             if use_cache and score.error is None:
                 _write_cache(path, key, {score.arch: {"acc": score.acc, "seconds": score.seconds,
-                                                      "threads": torch.get_num_threads(),
-                                                      "host": cpu_name(),
-                                                      "date": time.strftime("%Y-%m-%d"), **(entry_note or {})}})
+                                                      "date": time.strftime("%Y-%m-%d"), **where}})
 
         fresh = score_candidates(missing, x, y, data, settings.train_settings(data, truth=True), settings.truth_seeds,
                                  settings.seed, parallel, progress, desc="ground truth", on_result=keep)
