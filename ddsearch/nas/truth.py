@@ -80,17 +80,11 @@ def read_truth_table(path: str | Path) -> tuple[dict[str, Any], dict[str, dict]]
     return payload.get("key", {}), payload.get("results", {})
 
 
-def _read_cache(path: Path, key: dict[str, Any]) -> dict[str, dict]:
-    payload = _load(path)
-    if payload.get("key") != key:  # a hash collision or a hand-edited file: never trust it
-        return {}
-    return payload.get("results", {})
-
-
 def _write_cache(path: Path, key: dict[str, Any], new: dict[str, dict]) -> None:
     """Merge ``new`` into the file atomically (another search may have added entries meanwhile)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    results = _read_cache(path, key) | new
+    stored_key, stored = read_truth_table(path)
+    results = (stored if stored_key == key else {}) | new  # another key: a hash collision or a hand-edited file
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"key": key, "results": results}, indent=1))
     tmp.replace(path)
