@@ -185,6 +185,17 @@ def plot(path: Path, candidates: list[str], truth: list[float], series: dict[str
     fig.savefig(path)
 
 
+def add_gaps(payload: dict) -> None:
+    """Each proxy's Spearman gap to the control, with a paired-bootstrap interval over the candidates."""
+    from ddsearch.nas import spearman_gap
+
+    per = payload["per_candidate"]
+    truth, control = [r["true_acc"] for r in per], [r["random control"] for r in per]
+    for row in payload["results"]:
+        if row["proxy"] != "random control":
+            row["vs_control"] = spearman_gap([r[row["proxy"]] for r in per], control, truth).as_dict()
+
+
 def judge(rows: list[dict]) -> None:
     """Mark each proxy's row ``target_met``: rho and the measured speed-up reach the bars, and rho beats the control's."""
     control = next(r for r in rows if r["proxy"] == "random control")
@@ -258,12 +269,27 @@ def report(payload: dict) -> list[str]:
         md.append(f"| {row['arch']} | {pct(row['true_acc'])} ± {pct(row['true_std'])} | {row['truth_seconds']:.0f} | "
                   + " | ".join(pct(row[label]) for label in labels) + " |")
     md.append("")
-    for r in rows:
-        if r["proxy"] != "random control":
-            md.append(f"Target for {r['proxy']} (ρ ≥ {RHO_TARGET}, ≥ {RATIO_TARGET:.0f}x less search time as "
-                      f"measured, ρ above the control's {control['spearman']:+.3f}): "
-                      f"{'met' if r['target_met'] else '**not met**'}.")
+    n = len(payload["per_candidate"])
+    md += [f"- {r['proxy']}: {gap_words(r['vs_control'], n)}." for r in rows if "vs_control" in r]
+    md += ["", *(target_words(r, control) for r in rows if r is not control)]
     return md + ["", "![proxy vs true accuracy](nas_mnist_scatter.png)", ""]
+
+
+def gap_words(gap: dict, candidates: int) -> str:
+    """A proxy's Spearman gap to the control and whether this many candidates can tell them apart."""
+    verdict = ("the proxy ranks better" if gap["low"] > 0 else "the control ranks better" if gap["high"] < 0
+               else f"{candidates} candidates cannot tell the two apart")
+    return (f"ρ minus the control's ρ = {gap['gap']:+.3f}, {100 * gap['level']:.0f}% paired bootstrap over the "
+            f"candidates {gap['low']:+.3f} to {gap['high']:+.3f} ({gap['resamples']:,} resamples): {verdict}")
+
+
+def target_words(row: dict, control: dict) -> str:
+    """Which of the three bars a proxy clears."""
+    parts = [f"ρ {row['spearman']:+.3f} ≥ {RHO_TARGET}: {'yes' if row['spearman'] >= RHO_TARGET else 'no'}",
+             f"{row['time_ratio_measured']:.0f}x ≥ {RATIO_TARGET:.0f}x less search time as measured: "
+             f"{'yes' if row['time_ratio_measured'] >= RATIO_TARGET else 'no'}",
+             f"ρ above the control's {control['spearman']:+.3f}: {'yes' if row['spearman'] > control['spearman'] else 'no'}"]
+    return f"Target for {row['proxy']}: {'met' if row['target_met'] else '**not met**'} ({'; '.join(parts)})."
 
 
 def truth_progress_lines(truth_file: Path, candidates: list[str]) -> list[str]:
@@ -295,6 +321,8 @@ def readme_lines(payload: dict) -> list[str]:
     for r in rows:
         md.append(f"| {r['proxy']} | {r['spearman']:+.3f} | {r['kendall']:+.3f} | {r['top_k_overlap']:.2f} | "
                   f"{100 * r['regret']:.2f} | {r['proxy_seconds']:.0f} | {r['time_ratio_measured']:.0f}x |")
+    n = len(payload["per_candidate"])
+    md += [""] + [f"- {r['proxy']}: {gap_words(r['vs_control'], n)}." for r in rows if "vs_control" in r]
     return md + ["", f"Proxies, schedules and per-candidate accuracies: `benchmarks/results/nas_mnist.md` "
                  f"({payload['env']['date']})."]
 
@@ -355,6 +383,7 @@ def main() -> None:
             names = resolve_space(args.candidates)
             update_readme("nas", "\n".join(truth_progress_lines(Path(args.truth_file), shown_candidates(names))))
             return
+        add_gaps(payload)
         write_results("nas_mnist", payload, "\n".join(report(payload)))
         update_readme("nas", "\n".join(readme_lines(payload)))
         return
@@ -439,6 +468,7 @@ def main() -> None:
         "reference_step_ms": speed,
         "results": rows, "per_candidate": list(per_arch.values()), "device": info["device_name"], "env": info,
     }
+    add_gaps(payload)
     scatter = Path(__file__).resolve().parent / "results" / "nas_mnist_scatter.png"
     scatter.parent.mkdir(parents=True, exist_ok=True)
     plot(scatter, names, truth_acc, series)

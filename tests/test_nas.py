@@ -27,6 +27,7 @@ from ddsearch.nas import (
     resolve_space,
     score_candidates,
     spearman,
+    spearman_gap,
     split_runnable,
     top_k,
     top_k_overlap,
@@ -84,6 +85,28 @@ def test_failed_candidates_are_left_out_and_degenerate_cases_are_nan() -> None:
     assert a.n == 3 and a.spearman == pytest.approx(1.0) and a.regret == 0
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3])) and math.isnan(kendall([1], [2]))
     assert "proxy.spearman" not in agreement(["a"], [1.0], [1.0]).metrics("proxy")  # NaN is not logged
+
+
+def test_spearman_gap_separates_a_faithful_proxy_from_a_shuffled_control_but_not_from_itself() -> None:
+    truth = np.linspace(0.90, 0.99, 12)
+    shuffled = np.random.default_rng(3).permutation(truth)
+    faithful = truth - 0.1  # same order, other scale
+    control_rho = spearman(shuffled, truth)
+    gap = spearman_gap(faithful, shuffled, truth, resamples=500)
+    assert gap.gap == pytest.approx(1.0 - control_rho) and gap.low > 0 and gap.decided
+    assert gap.low <= gap.gap <= gap.high
+    mirrored = spearman_gap(shuffled, faithful, truth, resamples=500)  # same seed: the same resamples
+    assert mirrored.gap == pytest.approx(-gap.gap) and mirrored.high == pytest.approx(-gap.low)
+    same = spearman_gap(faithful, faithful, truth, resamples=200)
+    assert same.gap == 0 and same.low == 0 and same.high == 0 and not same.decided
+    # Two noisy proxies a few candidates apart: the interval straddles 0, it is not a verdict.
+    noisy = truth + np.random.default_rng(4).normal(0, 0.02, 12)
+    close = spearman_gap(noisy, truth + np.random.default_rng(5).normal(0, 0.02, 12), truth, resamples=500)
+    assert close.low < 0 < close.high and not close.decided
+    few = spearman_gap([1, 2, 3], [3, 2, 1], [1, 2, 3])
+    assert few.gap == pytest.approx(2.0) and math.isnan(few.low) and few.resamples == 0  # too few for an interval
+    with pytest.raises(ValueError):
+        spearman_gap([1, 2, 3], [1, 2], [1, 2, 3])
 
 
 # ---- spaces ---------------------------------------------------------------------------------------
@@ -179,6 +202,10 @@ def test_nas_end_to_end_on_digits(digits, tmp_path, capsys) -> None:
                 "control.regret", "proxy.seconds", "control.seconds", "truth.seconds", "time_ratio"):
         assert key in metrics, key
     assert metrics["candidates"] == 3 and metrics["skipped"] == 1 and -1 <= metrics["proxy.spearman"] <= 1
+    gap = metrics["proxy.spearman"] - metrics["control.spearman"]
+    assert metrics["proxy_vs_control.spearman_gap"] == pytest.approx(gap)
+    assert "proxy_vs_control.low" not in metrics  # 3 candidates: no interval, and the summary says why
+    assert "proxy - control Spearman" in out and "too few candidates for an interval" in out
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"nas_ranking.json", "nas_scatter.png", "nas_summary.json"} <= artifacts
     png = Path(client.download_artifacts(run.info.run_id, "nas_scatter.png", str(tmp_path)))
@@ -331,7 +358,11 @@ def test_nas_benchmark_judges_against_the_control_and_the_measured_speed_up() ->
     assert "| DataDAM | +1.000 | +1.000 | 1.00 |" in md and "| 100x | 38x |" in md
     assert "6,000 s of training in all" in md and "PAD proxy: **not measured**: not attempted" in md
     assert md.count("**not met**") == 2  # DataDAM (control as good) and PAD
+    assert "30x ≥ 50x less search time as measured: no" in md and "ρ above the control's +1.000: no" in md
     assert "410 ms during the proxy searches, 450–600 ms during the truth's sittings" in md
     readme = bench.readme_lines(payload)
     assert readme[0].startswith("Ground truth: 3 seed22 candidates x 10 epochs x 2 seeds")
     assert sum(line.startswith("| ") for line in readme) == 2 + len(rows)
+    bench.add_gaps(payload)  # every proxy scored 0.5: no order to compare, so no interval
+    assert all("vs_control" in r for r in rows if r["proxy"] != "random control")
+    assert "- DataDAM: ρ minus the control's ρ" in "\n".join(bench.readme_lines(payload))

@@ -2,7 +2,7 @@
 
 - :mod:`ddsearch.nas.settings` the protocol (``NASSettings``) and Ray fan-out shares (``Parallel``)
 - :mod:`ddsearch.nas.spaces`   candidate spaces: ``seed22``, the 720-architecture ``grid``, lists
-- :mod:`ddsearch.nas.metrics`  Spearman, Kendall, top-k overlap and regret (with tie rules)
+- :mod:`ddsearch.nas.metrics`  Spearman, Kendall, top-k overlap, regret (with tie rules), proxy-vs-control gap
 - :mod:`ddsearch.nas.scoring`  the one ranking protocol: train each candidate, score it on real val
 - :mod:`ddsearch.nas.truth`    the ground truth: candidates trained on real data, cached on disk
 - :mod:`ddsearch.nas.ranking`  rankings on the proxy, the random control and real data; one search
@@ -28,7 +28,8 @@ _EXPORTS = {
     "GRID_AXES": "spaces", "SEED22": "spaces", "Skipped": "spaces", "grid_space": "spaces",
     "resolve_space": "spaces", "split_runnable": "spaces",
     "Agreement": "metrics", "agreement": "metrics", "kendall": "metrics", "ranks": "metrics",
-    "spearman": "metrics", "top_k": "metrics", "top_k_overlap": "metrics",
+    "spearman": "metrics", "spearman_gap": "metrics", "SpearmanGap": "metrics", "top_k": "metrics",
+    "top_k_overlap": "metrics",
     "CandidateScore": "scoring", "NASOutcome": "ranking", "Ranking": "ranking", "control_set": "ranking",
     "ground_truth": "truth", "run_nas": "ranking", "score_candidates": "scoring",
 }

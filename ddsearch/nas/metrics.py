@@ -11,6 +11,9 @@ for ties, so that the numbers are reproducible:
   true score, so candidates tied on the truth side are all "in the true top k";
 - the proxy's top pick is its best score (ties: first listed); regret = best true accuracy minus
   the pick's true accuracy (0 when the proxy picked a truly best candidate).
+
+With a dozen candidates one rho carries a wide error, so :func:`spearman_gap` says whether a proxy
+ranks better than a control with a paired bootstrap over the candidates.
 """
 
 from __future__ import annotations
@@ -129,3 +132,50 @@ def agreement(names: Sequence[str], proxy: Sequence[float], truth: Sequence[floa
         true_best_acc=float(y[best]),
         regret=float(y[best] - y[pick]),
     )
+
+
+MIN_GAP_CANDIDATES = 4  # below this a resampled rho is mostly ties and +-1
+
+
+@dataclass(frozen=True)
+class SpearmanGap:
+    """Spearman(proxy, truth) minus Spearman(control, truth), with a paired-bootstrap interval."""
+
+    gap: float
+    low: float
+    high: float
+    level: float
+    resamples: int  # the resamples that had a rho on both sides
+
+    @property
+    def decided(self) -> bool:
+        """Whether the interval excludes 0 (one proxy ranks better, at this level)."""
+        return self.low > 0 or self.high < 0
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"decided": self.decided}
+
+
+def spearman_gap(proxy: Sequence[float], control: Sequence[float], truth: Sequence[float],
+                 resamples: int = 4000, level: float = 0.95, seed: int = 0) -> SpearmanGap:
+    """How much better ``proxy`` ranks than ``control``, resampling candidates with replacement.
+
+    Both rankings see the same resampled candidates (paired), so what the truth's own spread does
+    to rho cancels out; the interval is the percentile interval of the resampled gaps. A resample
+    that leaves one side constant has no rho and is dropped (scipy's ``bootstrap`` would turn the
+    whole interval into NaN). Candidates missing from any list are left out; with fewer than
+    ``MIN_GAP_CANDIDATES`` the interval is NaN, since it would say nothing.
+    """
+    x, c, t = _array(proxy), _array(control), _array(truth)
+    if not (x.shape == c.shape == t.shape):
+        raise ValueError("proxy, control and truth must have the same length")
+    keep = np.isfinite(x) & np.isfinite(c) & np.isfinite(t)
+    x, c, t = x[keep], c[keep], t[keep]
+    gap = spearman(x, t) - spearman(c, t)
+    if x.size < MIN_GAP_CANDIDATES or not math.isfinite(gap):
+        return SpearmanGap(gap, float("nan"), float("nan"), level, 0)
+    picks = np.random.default_rng(seed).integers(0, x.size, size=(resamples, x.size))
+    gaps = np.array([spearman(x[i], t[i]) - spearman(c[i], t[i]) for i in picks])
+    gaps = gaps[np.isfinite(gaps)]
+    low, high = np.quantile(gaps, [(1 - level) / 2, (1 + level) / 2])
+    return SpearmanGap(float(gap), float(low), float(high), level, int(gaps.size))

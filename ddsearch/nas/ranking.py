@@ -18,7 +18,7 @@ import torch
 
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
-from ddsearch.nas.metrics import Agreement, agreement, ranks
+from ddsearch.nas.metrics import Agreement, SpearmanGap, agreement, ranks, spearman_gap
 from ddsearch.nas.scoring import CandidateScore, score_candidates
 from ddsearch.nas.settings import NASSettings, Parallel
 from ddsearch.nas.spaces import Skipped
@@ -91,6 +91,7 @@ class NASOutcome:
     truth: Ranking | None = None
     proxy_agreement: Agreement | None = None
     control_agreement: Agreement | None = None
+    proxy_vs_control: SpearmanGap | None = None
     proxy_source: str = ""
 
     @property
@@ -152,6 +153,10 @@ class NASOutcome:
             out |= self.proxy_agreement.metrics("proxy")
         if self.control_agreement is not None:
             out |= self.control_agreement.metrics("control")
+        if self.proxy_vs_control is not None:
+            gap = self.proxy_vs_control
+            out |= {"proxy_vs_control.spearman_gap": gap.gap, "proxy_vs_control.low": gap.low,
+                    "proxy_vs_control.high": gap.high}
         return {k: v for k, v in out.items() if math.isfinite(v)}
 
     def summary(self) -> dict[str, Any]:
@@ -172,6 +177,7 @@ class NASOutcome:
             "truth": ranking(self.truth),
             "proxy_agreement": self.proxy_agreement.as_dict() if self.proxy_agreement else None,
             "control_agreement": self.control_agreement.as_dict() if self.control_agreement else None,
+            "proxy_vs_control": self.proxy_vs_control.as_dict() if self.proxy_vs_control else None,
             "time_ratio": self.time_ratio,
         }
 
@@ -225,4 +231,6 @@ def run_nas(
         outcome.proxy_agreement = agreement(runnable, outcome.proxy.means, outcome.truth.means, settings.top_k)
         if outcome.control is not None:
             outcome.control_agreement = agreement(runnable, outcome.control.means, outcome.truth.means, settings.top_k)
+            outcome.proxy_vs_control = spearman_gap(outcome.proxy.means, outcome.control.means, outcome.truth.means,
+                                                    seed=settings.seed)
     return outcome

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from ddsearch.nas.metrics import SpearmanGap
 from ddsearch.nas.ranking import NASOutcome
 
 TABLE_ARTIFACT = "nas_ranking.json"
@@ -79,7 +80,19 @@ def summary_lines(outcome: NASOutcome) -> list[str]:
                 f"{agree.top_k_overlap:.2f}  pick {agree.top_pick} (true {100 * agree.top_pick_true_acc:.2f}%)  "
                 f"regret {100 * agree.regret:.2f} pts vs {agree.true_best}"
             )
+    if outcome.proxy_vs_control is not None:
+        lines.append(gap_line(outcome.proxy_vs_control))
     return lines
+
+
+def gap_line(gap: SpearmanGap) -> str:
+    """Whether the proxy ranks better than the random control, in words a reader can act on."""
+    if not gap.resamples:
+        return f"proxy - control Spearman: {gap.gap:+.3f} (too few candidates for an interval)"
+    verdict = ("the proxy ranks better" if gap.low > 0 else "the control ranks better" if gap.high < 0
+               else "the candidates cannot tell proxy and control apart")
+    return (f"proxy - control Spearman: {gap.gap:+.3f} ({100 * gap.level:.0f}% paired bootstrap over candidates: "
+            f"{gap.low:+.3f} to {gap.high:+.3f}); {verdict}")
 
 
 def log_outcome(outcome: NASOutcome, uri: str, run_id: str, params: dict[str, Any]) -> None:
