@@ -5,7 +5,8 @@ CPU hours) is kept in benchmarks/results/nas_truth_mnist.json, one entry per can
 later runs reuse it and only train what is missing, so it can be built over several sittings.
 The proxies (a DataDAM MNIST set and, if feasible, a PAD one) are made once and cached. The last
 stage ranks the candidates on each proxy and on a random real subset of the same size (the
-control) and writes benchmarks/results/nas_mnist.json + .md.
+control) and writes benchmarks/results/nas_mnist.json + .md (``--name``: another file, e.g. for a
+sensitivity run at more proxy seeds, which leaves the README alone).
 
     python benchmarks/bench_nas.py --stage truth     # only the ground truth (resumable)
     python benchmarks/bench_nas.py --stage proxies   # only distill the proxies
@@ -41,6 +42,7 @@ DATADAM_ARCH = "ConvNet"  # the reproduction table's DataDAM setting, and DC's N
 RHO_TARGET = 0.8  # the bar for DataDAM's Spearman rho against the truth
 RATIO_TARGET = 50.0  # truth seconds / proxy-search seconds, both measured
 TRUTH_FILE = Path(__file__).resolve().parent / "results" / "nas_truth_mnist.json"
+DEFAULT_NAME = "nas_mnist"  # the results the README shows
 
 
 def proxy_dir(cache: Path) -> Path:
@@ -272,7 +274,7 @@ def report(payload: dict) -> list[str]:
     n = len(payload["per_candidate"])
     md += [f"- {r['proxy']}: {gap_words(r['vs_control'], n)}." for r in rows if "vs_control" in r]
     md += ["", *(target_words(r, control) for r in rows if r is not control)]
-    return md + ["", "![proxy vs true accuracy](nas_mnist_scatter.png)", ""]
+    return md + ["", f"![proxy vs true accuracy]({payload.get('name', DEFAULT_NAME)}_scatter.png)", ""]
 
 
 def gap_words(gap: dict, candidates: int) -> str:
@@ -358,7 +360,9 @@ def shown_candidates(names: list[str]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=["truth", "proxies", "all", "report"], default="all",
-                        help="report: rewrite the markdown and the README block from nas_mnist.json alone")
+                        help="report: rewrite the markdown (and the README block) from the results JSON alone")
+    parser.add_argument("--name", default=DEFAULT_NAME,
+                        help="results file stem under benchmarks/results; only the default one feeds the README")
     parser.add_argument("--truth-file", default=str(TRUTH_FILE),
                         help="the ground-truth table, read and extended one candidate at a time")
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "ddsearch"))
@@ -378,14 +382,15 @@ def main() -> None:
     parser.add_argument("--truth-batch-size", type=int, default=256)
     args = parser.parse_args()
     if args.stage == "report":
-        payload = json.loads((RESULTS / "nas_mnist.json").read_text())
+        payload = json.loads((RESULTS / f"{args.name}.json").read_text())
         if "truth_file" not in payload:  # the results predate the committed truth: show how far the truth is
             names = resolve_space(args.candidates)
             update_readme("nas", "\n".join(truth_progress_lines(Path(args.truth_file), shown_candidates(names))))
             return
         add_gaps(payload)
-        write_results("nas_mnist", payload, "\n".join(report(payload)))
-        update_readme("nas", "\n".join(readme_lines(payload)))
+        write_results(args.name, payload, "\n".join(report(payload)))
+        if args.name == DEFAULT_NAME:
+            update_readme("nas", "\n".join(readme_lines(payload)))
         return
     torch.set_num_threads(2)
     cache = Path(args.cache_dir)
@@ -461,7 +466,8 @@ def main() -> None:
     info = device_info(device)
     judge(rows)
     payload = {
-        "dataset": "mnist", "val_size": 5000, "candidates": names, "skipped": [s.__dict__ for s in skipped],
+        "name": args.name, "dataset": "mnist", "val_size": 5000, "candidates": names,
+        "skipped": [s.__dict__ for s in skipped],
         "settings": settings.__dict__, "truth_file": Path(args.truth_file).name,
         "truth_cached": sum(s.cached for s in truth), "truth_wall_seconds": truth_wall,
         "truth_train_images": train_images, "proxies": {"datadam": datadam_info, "pad": pad_info},
@@ -469,12 +475,13 @@ def main() -> None:
         "results": rows, "per_candidate": list(per_arch.values()), "device": info["device_name"], "env": info,
     }
     add_gaps(payload)
-    scatter = Path(__file__).resolve().parent / "results" / "nas_mnist_scatter.png"
+    scatter = RESULTS / f"{args.name}_scatter.png"
     scatter.parent.mkdir(parents=True, exist_ok=True)
     plot(scatter, names, truth_acc, series)
     md = report(payload)
-    write_results("nas_mnist", payload, "\n".join(md))
-    update_readme("nas", "\n".join(readme_lines(payload)))
+    write_results(args.name, payload, "\n".join(md))
+    if args.name == DEFAULT_NAME:
+        update_readme("nas", "\n".join(readme_lines(payload)))
 
 
 if __name__ == "__main__":
