@@ -79,9 +79,11 @@ PUBLISHED = {"DC (published)": {1: 91.7, 10: 97.4, 50: 98.8}, "DSA (published)":
              "kcenter (published in DC)": {1: 89.3, 10: 84.4, 50: 97.4}}
 SOURCE_REPORTS_IPC10 = {"datadam": "80–91.8", "pad": "68.6–87"}
 TARGETS = {"datadam": {1: 0.90, 10: 0.975, 50: 0.988}, "pad": {1: 0.92, 10: 0.98, 50: 0.99}}
-KEY_FIELDS = ("stage", "method", "dataset", "ipc", "arch", "epochs", "repeats", "iterations", "eval_lr", "init")
+KEY_FIELDS = ("stage", "method", "dataset", "ipc", "arch", "epochs", "repeats", "iterations", "eval_lr", "init",
+              "variant")
 # init: a distiller's starting images where they are not the default random real ones (e.g. "herding");
-# None for the default, so records made before the field existed keep their keys.
+# variant: the --variant label of settings changed with --set (e.g. a search's winner). Both are None
+# for the study's own settings, so records made before the fields existed keep their keys.
 # eval_lr: "protocol" trains every evaluator at the DC protocol's lr (0.01); "learned" at the lr a
 # trajectory-matching set learned with its images (MTT/DATM/PAD evaluate that way). DataDAM and the
 # controls learn no lr, so for them the two are the same training.
@@ -216,7 +218,8 @@ def accuracy_stage(data: RealData, args: argparse.Namespace, records: Records, b
                 continue
             iterations, init = distillation_key(method, ipc, args)
             key = dict(stage="accuracy", method=method, dataset=data.name, ipc=ipc, arch=args.arch,
-                       epochs=args.epochs, repeats=args.repeats, iterations=iterations, eval_lr=args.eval_lr, init=init)
+                       epochs=args.epochs, repeats=args.repeats, iterations=iterations, eval_lr=args.eval_lr, init=init,
+                       variant=args.variant if method in DISTILLERS else None)
             if records.find(**key):
                 print(f"cached: {method} ipc {ipc}")
                 continue
@@ -248,7 +251,8 @@ def cross_stage(data: RealData, args: argparse.Namespace, records: Records, base
         synset = None
         for arch in args.cross_archs:
             key = dict(stage="cross", method=method, dataset=data.name, ipc=ipc, arch=arch, epochs=args.epochs,
-                       repeats=args.repeats, iterations=iterations, eval_lr=args.eval_lr, init=init)
+                       repeats=args.repeats, iterations=iterations, eval_lr=args.eval_lr, init=init,
+                       variant=args.variant)
             if records.find(**key):
                 continue
             synset = synset or distilled_set(method, ipc, data, args)[0]
@@ -361,7 +365,8 @@ def accuracy_table(acc: list[dict[str, Any]], epochs: int, repeats: int, publish
         # The method as published (random real start) at its largest budget and the protocol's lr, where
         # there are such records; variants (other starts, learned lr) are the targets table's rows.
         mine = sorted((r for r in acc if r["method"] == method),
-                      key=lambda r: (r.get("eval_lr") == "protocol", r.get("init") is None, r.get("iterations") or 0))
+                      key=lambda r: (r.get("eval_lr") == "protocol", r.get("init") is None and r.get("variant") is None,
+                                     r.get("iterations") or 0))
         rows = {r["ipc"]: r for r in mine}
         if not rows:
             continue
@@ -384,8 +389,10 @@ def accuracy_table(acc: list[dict[str, Any]], epochs: int, repeats: int, publish
 
 
 def iterations_cell(record: dict[str, Any]) -> str:
-    """Iterations, and the starting images where they are not random real ones."""
-    return f"{record['iterations']}" + (f" ({record['init']} start)" if record.get("init") else "")
+    """Iterations, the starting images where they are not random real ones, and the settings' variant."""
+    notes = ([f"{record['init']} start"] if record.get("init") else []) + (
+        [record["variant"]] if record.get("variant") else [])
+    return f"{record['iterations']}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def evaluator_lr(record: dict[str, Any]) -> str:
@@ -398,7 +405,7 @@ def targets_table(acc: list[dict[str, Any]]) -> list[str]:
     """Each distilled row against its target and against herding (margin > 2 combined std)."""
     rows = sorted((r for r in acc if "target" in r),
                   key=lambda r: (r["method"], r["ipc"], -r["epochs"], r["iterations"], r.get("init") or "",
-                                 r.get("eval_lr") or ""))
+                                 r.get("variant") or "", r.get("eval_lr") or ""))
     if not rows:
         return []
     lines = ["| method | IPC | iterations | evaluator (lr) | test acc | target | met | short by (pts) | over herding (pts) "
@@ -451,13 +458,14 @@ def markdown(records: list[dict[str, Any]], title: str) -> str:
                       "of its own distillation network (`method.init: herding`), instead of random real images.", ""]
         lines += targets_table(acc)
         # one row per distilled set: its records at other evaluator lrs share its cost
-        cost = list({(r["method"], r["ipc"], r["iterations"], r.get("init"), r["distill_seconds"]): r
+        cost = list({(r["method"], r["ipc"], r["iterations"], r.get("init"), r.get("variant"), r["distill_seconds"]): r
                      for r in acc if r.get("distill_seconds") is not None}.values())
         if cost:
             lines += ["## Distillation cost", "",
                       "| method | IPC | iterations | precision | wall s | s / iteration | set-up s | budget | peak GPU MB |",
                       "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-            for r in sorted(cost, key=lambda r: (r["method"], r["ipc"], r["iterations"], r.get("init") or "")):
+            for r in sorted(cost, key=lambda r: (r["method"], r["ipc"], r["iterations"], r.get("init") or "",
+                                                 r.get("variant") or "")):
                 mem = f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb") else "– (CPU)"
                 setup = f"{r['setup_seconds']:.0f}" if r.get("setup_seconds") is not None else "–"
                 lines.append(f"| {r['method']} | {r['ipc']} | {iterations_cell(r)} | {r.get('precision', 'fp32')} | "
@@ -527,6 +535,9 @@ def main() -> None:
     parser.add_argument("--tune-trials", type=int, default=None, help="default: the study's budget.num_samples")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each study's distillation iterations")
     parser.add_argument("--set", action="append", default=[], help="study override, KEY=VALUE for every method or METHOD:KEY=VALUE for one (e.g. pad:method.num_experts=4)")
+    parser.add_argument("--variant", default=None,
+                        help="label for the distillers' records when --set changes their settings (e.g. 'search "
+                             "winner'): they are kept beside the study's own records, not over them")
     parser.add_argument("--quick", action="store_true", help="toy sizes: check the pipeline, measure nothing")
     parser.add_argument("--name", default=None, help="results name (default reproduce, or reproduce_quick)")
     parser.add_argument("--out-dir", default=str(RESULTS))

@@ -147,3 +147,24 @@ def test_a_herding_start_is_its_own_record_and_row(tmp_path) -> None:
                                                            shorter], 1000, 5, published=False)
                 if line.startswith("| datadam"))
     assert "97.00 ± 0.10" in main and "3000 it" in main  # the published start at the largest budget
+
+
+def test_a_settings_variant_is_its_own_record_and_row(tmp_path) -> None:
+    """Settings changed with --set under --variant (e.g. a search's winner) sit beside the study's own record."""
+    reproduce = import_benchmark("reproduce")
+    records = reproduce.Records(tmp_path / "r.json", force=False)
+    base = dict(stage="accuracy", method="datadam", dataset="mnist", ipc=10, arch="ConvNet", epochs=1000, repeats=5,
+                iterations=1000, eval_lr="protocol", eval_lr_value=0.01, test_acc_mean=0.97, test_acc_std=0.001,
+                target=0.975, target_met=False, short_by=0.005, distill_seconds=700.0, settings={"batch_real": 256},
+                device="CPU (test)", torch="2")
+    winner = base | dict(variant="search winner", test_acc_mean=0.978, distill_seconds=720.0)
+    records.add(base)
+    records.add(winner)
+    assert len(records.items) == 2 and records.find(**base)["test_acc_mean"] == 0.97
+    assert records.find(**winner)["test_acc_mean"] == 0.978
+    rows = [line for line in reproduce.targets_table(records.items) if line.startswith("| datadam")]
+    assert [row.split(" | ")[2] for row in rows] == ["1000", "1000 (search winner)"]
+    main = next(line for line in reproduce.accuracy_table(records.items, 1000, 5, published=False)
+                if line.startswith("| datadam"))
+    assert "97.00 ± 0.10" in main and "winner" not in main  # the study's own settings lead the main table
+    assert "1000 (search winner)" in reproduce.markdown(records.items, "t")  # and the cost table keeps both
