@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from common import RESULTS, data_root, device_info, update_readme, write_results
 from ddsearch.data import RealData, load_dataset
-from ddsearch.nas import resolve_space
+from ddsearch.nas import SpearmanGap, resolve_space
 from ddsearch.nas.truth import read_truth_table
 from ddsearch.synset import SyntheticSet
 
@@ -279,8 +279,9 @@ def report(payload: dict) -> list[str]:
 
 def gap_words(gap: dict, candidates: int) -> str:
     """A proxy's Spearman gap to the control and whether this many candidates can tell them apart."""
-    verdict = ("the proxy ranks better" if gap["low"] > 0 else "the control ranks better" if gap["high"] < 0
-               else f"{candidates} candidates cannot tell the two apart")
+    if not gap["resamples"]:
+        return f"ρ minus the control's ρ = {gap['gap']:+.3f}; {candidates} candidates are too few for an interval"
+    verdict = SpearmanGap.from_dict(gap).verdict(f"{candidates} candidates cannot tell the two apart")
     return (f"ρ minus the control's ρ = {gap['gap']:+.3f}, {100 * gap['level']:.0f}% paired bootstrap over the "
             f"candidates {gap['low']:+.3f} to {gap['high']:+.3f} ({gap['resamples']:,} resamples): {verdict}")
 

@@ -18,6 +18,7 @@ from ddsearch.nas import (
     SEED22,
     NASSettings,
     Parallel,
+    SpearmanGap,
     agreement,
     control_set,
     grid_space,
@@ -97,12 +98,14 @@ def test_spearman_gap_separates_a_faithful_proxy_from_a_shuffled_control_but_not
     assert gap.low <= gap.gap <= gap.high
     mirrored = spearman_gap(shuffled, faithful, truth, resamples=500)  # same seed: the same resamples
     assert mirrored.gap == pytest.approx(-gap.gap) and mirrored.high == pytest.approx(-gap.low)
+    assert gap.verdict("?") == "the proxy ranks better" and mirrored.verdict("?") == "the control ranks better"
+    assert SpearmanGap.from_dict(json.loads(json.dumps(gap.as_dict()))) == gap  # a benchmark's JSON reads back
     same = spearman_gap(faithful, faithful, truth, resamples=200)
     assert same.gap == 0 and same.low == 0 and same.high == 0 and not same.decided
     # Two noisy proxies a few candidates apart: the interval straddles 0, it is not a verdict.
     noisy = truth + np.random.default_rng(4).normal(0, 0.02, 12)
     close = spearman_gap(noisy, truth + np.random.default_rng(5).normal(0, 0.02, 12), truth, resamples=500)
-    assert close.low < 0 < close.high and not close.decided
+    assert close.low < 0 < close.high and not close.decided and close.verdict("undecided") == "undecided"
     few = spearman_gap([1, 2, 3], [3, 2, 1], [1, 2, 3])
     assert few.gap == pytest.approx(2.0) and math.isnan(few.low) and few.resamples == 0  # too few for an interval
     with pytest.raises(ValueError):
@@ -364,5 +367,6 @@ def test_nas_benchmark_judges_against_the_control_and_the_measured_speed_up() ->
     assert readme[0].startswith("Ground truth: 3 seed22 candidates x 10 epochs x 2 seeds")
     assert sum(line.startswith("| ") for line in readme) == 2 + len(rows)
     bench.add_gaps(payload)  # every proxy scored 0.5: no order to compare, so no interval
-    assert all("vs_control" in r for r in rows if r["proxy"] != "random control")
-    assert "- DataDAM: ρ minus the control's ρ" in "\n".join(bench.readme_lines(payload))
+    gaps = [r["vs_control"] for r in rows if r["proxy"] != "random control"]
+    assert len(gaps) == 2 and all(math.isnan(g["low"]) and g["resamples"] == 0 for g in gaps)
+    assert "- DataDAM: ρ minus the control's ρ = +nan; 3 candidates are too few for an interval" in "\n".join(bench.readme_lines(payload))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from scipy import stats
@@ -152,8 +152,17 @@ class SpearmanGap:
         """Whether the interval excludes 0 (one proxy ranks better, at this level)."""
         return self.low > 0 or self.high < 0
 
+    def verdict(self, undecided: str) -> str:
+        """Which ranking is better at this level, or ``undecided`` when the interval straddles 0."""
+        return "the proxy ranks better" if self.low > 0 else "the control ranks better" if self.high < 0 else undecided
+
     def as_dict(self) -> dict:
         return asdict(self) | {"decided": self.decided}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "SpearmanGap":
+        """Back from ``as_dict`` (a benchmark's JSON), ignoring the derived keys."""
+        return cls(**{f.name: record[f.name] for f in fields(cls)})
 
 
 def spearman_gap(proxy: Sequence[float], control: Sequence[float], truth: Sequence[float],

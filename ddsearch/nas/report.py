@@ -89,8 +89,7 @@ def gap_line(gap: SpearmanGap) -> str:
     """Whether the proxy ranks better than the random control, in words a reader can act on."""
     if not gap.resamples:
         return f"proxy - control Spearman: {gap.gap:+.3f} (too few candidates for an interval)"
-    verdict = ("the proxy ranks better" if gap.low > 0 else "the control ranks better" if gap.high < 0
-               else "the candidates cannot tell proxy and control apart")
+    verdict = gap.verdict("the candidates cannot tell proxy and control apart")
     return (f"proxy - control Spearman: {gap.gap:+.3f} ({100 * gap.level:.0f}% paired bootstrap over candidates: "
             f"{gap.low:+.3f} to {gap.high:+.3f}); {verdict}")
 
