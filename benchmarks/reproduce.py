@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import re
 import time
 from collections import deque
@@ -96,7 +97,7 @@ class Records:
 
     def __init__(self, path: Path, force: bool) -> None:
         self.path = path
-        self.items: list[dict[str, Any]] = [] if force or not path.is_file() else json.loads(path.read_text())
+        self.items: list[dict[str, Any]] = [] if force else self.saved()  # what counts as measured already
 
     @staticmethod
     def key(record: dict[str, Any]) -> tuple:
@@ -106,10 +107,19 @@ class Records:
         wanted = tuple(key.get(k) for k in KEY_FIELDS)
         return next((r for r in self.items if self.key(r) == wanted), None)
 
+    def saved(self) -> list[dict[str, Any]]:
+        """Every record in the file, including those other runs added since this one started."""
+        return json.loads(self.path.read_text()) if self.path.is_file() else []
+
     def add(self, record: dict[str, Any]) -> None:
+        """Merge ``record`` into the file as it is now, so runs side by side (or ``--force``) keep the others' records."""
         self.items = [r for r in self.items if self.key(r) != self.key(record)] + [record]
+        on_disk = {self.key(r): r for r in self.saved()}
+        on_disk[self.key(record)] = record
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.items, indent=2, default=str) + "\n")
+        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(list(on_disk.values()), indent=2, default=str) + "\n")
+        os.replace(partial, self.path)  # readers never see a half-written file
 
 
 def evaluation_lr(synset: SyntheticSet, settings: TrainSettings, args: argparse.Namespace) -> tuple[bool, float]:
@@ -263,9 +273,9 @@ def cross_stage(data: RealData, args: argparse.Namespace, records: Records, base
 
 
 def tune_study(method: str, args: argparse.Namespace) -> Path:
-    """The search study per method: on a CPU, DataDAM's is sized for one session of 2 cores."""
-    if method == "datadam" and args.device == "cpu" and not args.quick:
-        return ROOT / "studies" / "mnist_datadam_cpu.yaml"
+    """The search study per method: on a CPU, one sized for a session of 2 cores (``<study>_cpu.yaml``)."""
+    if args.device == "cpu" and not args.quick:
+        return STUDIES[method].with_name(f"{STUDIES[method].stem}_cpu.yaml")
     return STUDIES[method]
 
 
@@ -568,7 +578,7 @@ def main() -> None:
     records = Records(out / f"{name}.json", args.force)
     for stage in args.stages:
         {"accuracy": accuracy_stage, "cross": cross_stage, "tune": tune_stage}[stage](data, args, records, base)
-    table = markdown(records.items, f"Reproduction table, {data.name} ({name})")
+    table = markdown(records.saved(), f"Reproduction table, {data.name} ({name})")
     (out / f"{name}.md").write_text(table + "\n")
     print(table)
     if name in ("reproduce", "reproduce_cpu") and Path(args.out_dir).resolve() == RESULTS.resolve():

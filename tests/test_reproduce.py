@@ -168,3 +168,23 @@ def test_a_settings_variant_is_its_own_record_and_row(tmp_path) -> None:
                 if line.startswith("| datadam"))
     assert "97.00 ± 0.10" in main and "winner" not in main  # the study's own settings lead the main table
     assert "1000 (search winner)" in reproduce.markdown(records.items, "t")  # and the cost table keeps both
+
+
+def test_runs_side_by_side_and_force_keep_each_others_records(tmp_path) -> None:
+    """Two reproduce runs on one results file (or a --force rerun) must not drop the records they did not make."""
+    reproduce = import_benchmark("reproduce")
+    path = tmp_path / "r.json"
+    record = dict(stage="accuracy", dataset="mnist", arch="ConvNet", epochs=1000, repeats=5, eval_lr="protocol")
+    first, second = reproduce.Records(path, force=False), reproduce.Records(path, force=False)  # both start empty
+    first.add(record | dict(method="datadam", ipc=50, test_acc_mean=0.98))
+    second.add(record | dict(method="herding", ipc=50, test_acc_mean=0.95))
+    first.add(record | dict(method="datadam", ipc=1, test_acc_mean=0.89))
+    assert sorted((r["method"], r["ipc"]) for r in json.loads(path.read_text())) == [
+        ("datadam", 1), ("datadam", 50), ("herding", 50)]
+    assert second.find(**record, method="datadam", ipc=50) is None  # what counts as measured stays per run
+    forced = reproduce.Records(path, force=True)
+    assert forced.find(**record, method="herding", ipc=50) is None  # --force measures it again ...
+    forced.add(record | dict(method="herding", ipc=50, test_acc_mean=0.96))
+    saved = {(r["method"], r["ipc"]): r["test_acc_mean"] for r in forced.saved()}
+    assert saved == {("datadam", 1): 0.89, ("datadam", 50): 0.98, ("herding", 50): 0.96}  # ... and keeps the rest
+    assert not list(tmp_path.glob(".*.tmp"))
