@@ -145,7 +145,8 @@ def snapshot(uri: str, name: str) -> dict[str, Any]:
     assert len(set(trial_ids)) == len(trial_ids), f"duplicate runs for a trial: {trial_ids}"
     out: dict[str, Any] = {}
     for run in children:
-        assert run.info.status == "FINISHED", (run.info.run_name, run.info.status, run.data.tags.get("ddsearch.failure"))
+        assert run.info.status == "FINISHED", (run.info.run_name, run.info.status, {  # why it ended otherwise
+            k: v for k, v in run.data.tags.items() if k.split(".")[-1] in ("failure", "interrupted", "lost", "outcome")})
         assert run.data.tags.get("ddsearch.outcome") == "finished", run.data.tags
         metrics = {}
         for key in run.data.metrics:
