@@ -279,11 +279,12 @@ def report(payload: dict) -> list[str]:
 
 def gap_words(gap: dict, candidates: int) -> str:
     """A proxy's Spearman gap to the control and whether this many candidates can tell them apart."""
-    if not gap["resamples"]:
-        return f"ρ minus the control's ρ = {gap['gap']:+.3f}; {candidates} candidates are too few for an interval"
-    verdict = SpearmanGap.from_dict(gap).verdict(f"{candidates} candidates cannot tell the two apart")
-    return (f"ρ minus the control's ρ = {gap['gap']:+.3f}, {100 * gap['level']:.0f}% paired bootstrap over the "
-            f"candidates {gap['low']:+.3f} to {gap['high']:+.3f} ({gap['resamples']:,} resamples): {verdict}")
+    g = SpearmanGap.from_dict(gap)
+    if not g.resamples:
+        return f"ρ minus the control's ρ = {g.gap:+.3f}; {candidates} candidates are too few for an interval"
+    return (f"ρ minus the control's ρ = {g.gap:+.3f}, {100 * g.level:.0f}% paired bootstrap over the candidates "
+            f"{g.low:+.3f} to {g.high:+.3f} ({g.resamples:,} resamples): "
+            f"{g.verdict(f'{candidates} candidates cannot tell the two apart')}")
 
 
 def target_words(row: dict, control: dict) -> str:
