@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from common import RESULTS, data_root, device_info, update_readme, write_results
 from ddsearch.data import RealData, load_dataset
 from ddsearch.nas import SpearmanGap, resolve_space
+from ddsearch.nas.metrics import UNRANKED
 from ddsearch.nas.truth import read_truth_table
 from ddsearch.synset import SyntheticSet
 
@@ -280,6 +281,8 @@ def report(payload: dict) -> list[str]:
 def gap_words(gap: dict, candidates: int) -> str:
     """A proxy's Spearman gap to the control and whether this many candidates can tell them apart."""
     g = SpearmanGap.from_dict(gap)
+    if not g.ranked:
+        return f"no ρ gap to the control: {UNRANKED}"
     if not g.resamples:
         return f"ρ minus the control's ρ = {g.gap:+.3f}; {candidates} candidates are too few for an interval"
     return (f"ρ minus the control's ρ = {g.gap:+.3f}, {100 * g.level:.0f}% paired bootstrap over the candidates "

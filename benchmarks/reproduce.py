@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import re
 import time
 from collections import deque
@@ -32,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from common import RESULTS, data_root, device_info, update_readme
+from ddsearch.atomic_files import lock_file_for, locked, write_text_atomic
 from ddsearch.augment import default_strategy
 from ddsearch.config import Study, load_study
 from ddsearch.data import RealData
@@ -114,12 +114,10 @@ class Records:
     def add(self, record: dict[str, Any]) -> None:
         """Merge ``record`` into the file as it is now, so runs side by side (or ``--force``) keep the others' records."""
         self.items = [r for r in self.items if self.key(r) != self.key(record)] + [record]
-        on_disk = {self.key(r): r for r in self.saved()}
-        on_disk[self.key(record)] = record
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        partial.write_text(json.dumps(list(on_disk.values()), indent=2, default=str) + "\n")
-        os.replace(partial, self.path)  # readers never see a half-written file
+        with locked(lock_file_for(self.path)):  # no other run merges between this read and write
+            on_disk = {self.key(r): r for r in self.saved()}
+            on_disk[self.key(record)] = record
+            write_text_atomic(self.path, json.dumps(list(on_disk.values()), indent=2, default=str) + "\n")
 
 
 def evaluation_lr(synset: SyntheticSet, settings: TrainSettings, args: argparse.Namespace) -> tuple[bool, float]:

@@ -14,6 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ddsearch.atomic_files import replacing
 from ddsearch.errors import DDSearchError
 
 _TENSOR = "__tensor__"
@@ -54,14 +55,11 @@ def _join(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def save_state(state: dict[str, Any], path: str | Path) -> Path:
     """Write atomically, so a crash mid-write leaves the previous checkpoint intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _split(state, "", tensors)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"ddsearch-state": json.dumps(skeleton)})
-    tmp.replace(path)
-    return path
+    with replacing(path) as partial:
+        save_file(tensors, str(partial), metadata={"ddsearch-state": json.dumps(skeleton)})
+    return Path(path)
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

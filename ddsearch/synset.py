@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
+from ddsearch.atomic_files import replacing
 from ddsearch.checkpoint import read_safetensors
 from ddsearch.errors import DDSearchError
 
@@ -95,9 +96,8 @@ class SyntheticSet:
             "class_names": json.dumps(self.class_names),
             "config": json.dumps(self.config, default=str),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)
+        with replacing(path) as partial:
+            save_file(tensors, str(partial), metadata=meta)
         return path
 
     @classmethod

@@ -33,6 +33,7 @@ from ddsearch.nas import (
     top_k,
     top_k_overlap,
 )
+from ddsearch.nas.report import gap_line
 from ddsearch.synset import SyntheticSet
 
 # Small, fast candidates for 8x8 digits (widths 4-8), and one that cannot run there.
@@ -108,6 +109,10 @@ def test_spearman_gap_separates_a_faithful_proxy_from_a_shuffled_control_but_not
     assert close.low < 0 < close.high and not close.decided and close.verdict("undecided") == "undecided"
     few = spearman_gap([1, 2, 3], [3, 2, 1], [1, 2, 3])
     assert few.gap == pytest.approx(2.0) and math.isnan(few.low) and few.resamples == 0  # too few for an interval
+    assert few.ranked and "too few candidates" in gap_line(few)
+    flat = spearman_gap(np.full(12, 0.5), shuffled, truth)  # a proxy that scores every candidate alike
+    assert not flat.ranked and flat.resamples == 0 and "nan" not in gap_line(flat) and "alike" in gap_line(flat)
+    assert "nan" not in gap_line(gap) and "the proxy ranks better" in gap_line(gap)
     with pytest.raises(ValueError):
         spearman_gap([1, 2, 3], [1, 2], [1, 2, 3])
 
@@ -369,4 +374,6 @@ def test_nas_benchmark_judges_against_the_control_and_the_measured_speed_up() ->
     bench.add_gaps(payload)  # every proxy scored 0.5: no order to compare, so no interval
     gaps = [r["vs_control"] for r in rows if r["proxy"] != "random control"]
     assert len(gaps) == 2 and all(math.isnan(g["low"]) and g["resamples"] == 0 for g in gaps)
-    assert "- DataDAM: ρ minus the control's ρ = +nan; 3 candidates are too few for an interval" in "\n".join(bench.readme_lines(payload))
+    readme = "\n".join(bench.readme_lines(payload))
+    assert "- DataDAM: no ρ gap to the control: the proxy or the control scores every candidate alike" in readme
+    assert "nan" not in readme

@@ -135,6 +135,7 @@ def agreement(names: Sequence[str], proxy: Sequence[float], truth: Sequence[floa
 
 
 MIN_GAP_CANDIDATES = 4  # below this a resampled rho is mostly ties and +-1
+UNRANKED = "the proxy or the control scores every candidate alike, so it has no ranking to compare"
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,11 @@ class SpearmanGap:
     def decided(self) -> bool:
         """Whether the interval excludes 0 (one proxy ranks better, at this level)."""
         return self.low > 0 or self.high < 0
+
+    @property
+    def ranked(self) -> bool:
+        """Whether both sides have a rho: a side that scores every candidate alike ranks nothing."""
+        return math.isfinite(self.gap)
 
     def verdict(self, undecided: str) -> str:
         """Which ranking is better at this level, or ``undecided`` when the interval straddles 0."""

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from ddsearch.nas.metrics import SpearmanGap
+from ddsearch.nas.metrics import UNRANKED, SpearmanGap
 from ddsearch.nas.ranking import NASOutcome
 
 TABLE_ARTIFACT = "nas_ranking.json"
@@ -87,6 +87,8 @@ def summary_lines(outcome: NASOutcome) -> list[str]:
 
 def gap_line(gap: SpearmanGap) -> str:
     """Whether the proxy ranks better than the random control, in words a reader can act on."""
+    if not gap.ranked:
+        return f"proxy - control Spearman: none ({UNRANKED})"
     if not gap.resamples:
         return f"proxy - control Spearman: {gap.gap:+.3f} (too few candidates for an interval)"
     verdict = gap.verdict("the candidates cannot tell proxy and control apart")

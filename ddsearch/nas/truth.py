@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddsearch.atomic_files import lock_file_for, locked, write_text_atomic
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.nas.scoring import CandidateScore, score_candidates
@@ -82,12 +83,10 @@ def read_truth_table(path: str | Path) -> tuple[dict[str, Any], dict[str, dict]]
 
 def _write_cache(path: Path, key: dict[str, Any], new: dict[str, dict]) -> None:
     """Merge ``new`` into the file atomically (another search may have added entries meanwhile)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stored_key, stored = read_truth_table(path)
-    results = (stored if stored_key == key else {}) | new  # another key: a hash collision or a hand-edited file
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"key": key, "results": results}, indent=1))
-    tmp.replace(path)
+    with locked(lock_file_for(path)):
+        stored_key, stored = read_truth_table(path)
+        results = (stored if stored_key == key else {}) | new  # another key: a hash collision or a hand-edited file
+        write_text_atomic(path, json.dumps({"key": key, "results": results}, indent=1))
 
 
 def truth_training_set(data: RealData, settings: NASSettings) -> tuple[torch.Tensor, torch.Tensor]:

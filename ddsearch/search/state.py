@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ddsearch.atomic_files import write_text_atomic
 from ddsearch.config import Study
 from ddsearch.errors import DDSearchError
 from ddsearch.paths import MARKER, check_owner, make_owned_dir, remove_owned_dir
@@ -151,9 +152,7 @@ def record_parent(state: Path, uri: str, experiment_id: str, parent_run_id: str)
 # must not hold the tracking URI of a server from an earlier session; it reads this file instead.
 
 def write_session(state: Path, session: dict[str, Any]) -> None:
-    tmp = state / (SESSION_FILE + ".tmp")
-    tmp.write_text(json.dumps(session))
-    tmp.replace(state / SESSION_FILE)
+    write_text_atomic(state / SESSION_FILE, json.dumps(session))
 
 
 def read_session(state: Path) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ddsearch import atomic_files
+from ddsearch.atomic_files import replacing
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 
@@ -89,12 +91,10 @@ def checksum(tensors: Mapping[str, torch.Tensor]) -> str:
 
 def write_verified(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
     """Write ``tensors`` with ``metadata`` plus a checksum, atomically (no half-written files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = {**metadata, "ddsearch-cache": FORMAT_VERSION, "checksum": checksum(tensors)}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with replacing(path) as partial:
+        save_file(tensors, str(partial), metadata=meta)
     return path
 
 
@@ -149,18 +149,6 @@ def read_verified(
     return tensors, meta
 
 
-@contextlib.contextmanager
-def locked(directory: Path) -> Iterator[None]:
+def locked(directory: Path) -> contextlib.AbstractContextManager[None]:
     """An exclusive inter-process lock on ``directory`` (so concurrent trials build an entry once)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no lock, atomic writes still keep files whole
-        yield
-        return
-    with (directory / ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return atomic_files.locked(directory / ".lock")
