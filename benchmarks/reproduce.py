@@ -152,10 +152,15 @@ def method_study(method: str, ipc: int, args: argparse.Namespace) -> Study:
 
 def study_overrides(method: str, ipc: int, args: argparse.Namespace) -> list[str]:
     """The study's settings for this IPC: per-IPC starting points, --quick sizes, then the user's --set."""
+    return [f"dataset.root={data_root()}", f"method.ipc={ipc}", *IPC_OVERRIDES[method].get(ipc, []),
+            *(QUICK[method] if args.quick else []), f"device={args.device}", *user_overrides(method, args)]
+
+
+def user_overrides(method: str, args: argparse.Namespace) -> list[str]:
+    """The --set items for ``method``: the shared KEY=VALUE ones, then its own METHOD:KEY=VALUE ones."""
     own = [item.split(":", 1)[1] for item in args.set if item.startswith(f"{method}:")]
     shared = [item for item in args.set if ":" not in item.split("=", 1)[0]]
-    return [f"dataset.root={data_root()}", f"method.ipc={ipc}", *IPC_OVERRIDES[method].get(ipc, []),
-            *(QUICK[method] if args.quick else []), f"device={args.device}", *shared, *own]
+    return [*shared, *own]
 
 
 def distilled_set(method: str, ipc: int, data: RealData, args: argparse.Namespace) -> tuple[SyntheticSet, dict]:
@@ -292,7 +297,8 @@ def tune_stage(data: RealData, args: argparse.Namespace, records: Records, base:
     for method in (m for m in args.methods if m in DISTILLERS):
         path = tune_study(method, args)
         overrides = [f"dataset.root={data_root()}", *(QUICK[method] if args.quick else []), f"device={args.device}",
-                     *args.set, *([f"budget.num_samples={args.tune_trials}"] if args.tune_trials else [])]
+                     *user_overrides(method, args),
+                     *([f"budget.num_samples={args.tune_trials}"] if args.tune_trials else [])]
         if args.quick:  # toy studies live beside the toy results, not beside the user's own studies
             overrides += [f"method.ipc={args.cross_ipc}", f"name=reproduce_quick_{method}", f"state_dir={Path(args.cache_dir) / 'tune' / method}",
                           f"evaluators=[{load_study(path).evaluation.arch}]"]

@@ -96,6 +96,8 @@ def test_set_overrides_can_name_one_method() -> None:
     assert pad[-1] == "method.num_experts=4" and not any("num_experts" in item for item in datadam)
     assert method_study("pad", 1, args).method.num_experts == 4
     assert method_study("datadam", 1, args).seed == 3  # a PAD-only key does not break the DataDAM study
+    assert reproduce.user_overrides("datadam", args) == ["seed=3"]  # what the tune stage's studies get too
+    assert reproduce.user_overrides("pad", args) == ["seed=3", "method.num_experts=4"]
     typo = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), "--set", "pda:method.alpha=0"],
                           capture_output=True, text=True, timeout=120)
     assert typo.returncode != 0 and "'pda' has no study" in typo.stderr and "Traceback" not in typo.stderr
