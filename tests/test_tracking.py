@@ -49,6 +49,31 @@ def test_trial_run_is_reused_across_retries_and_resumes(store: str) -> None:
     assert sorted(c["tags"][tracking.TAG_TRIAL_ID] for c in children) == ["t1", "t2"]
 
 
+def test_runs_tune_left_open_close_as_the_callback_would(store: str) -> None:
+    """Tune ends the trials its time budget cuts without calling back: the study's end closes them
+    with the same words, once, and leaves a closed run alone."""
+    from ddsearch.search.tuner import close_trial_run
+
+    runs = StudyRuns.in_experiment(store, "exp")
+    runs.create_parent("s")
+    cut = runs.open_trial("t1", None, "trial-000", {})
+    done = runs.open_trial("t2", None, "trial-001", {})
+    runs.finish(done, outcome="finished")
+    session = {"started": time.time() - 100.0, "time_budget_s": 90.0, "scheduler": "asha", "study": "s"}
+    result = {"iteration": 40, "val_acc": 0.5, "mlflow_run_id": cut}
+    assert close_trial_run(runs, session, "t1", result)
+    assert not close_trial_run(runs, session, "t1", result)  # closed once
+    assert not close_trial_run(runs, session, "t2", {"iteration": 40})  # a finished run keeps its outcome
+    client = tracking_store.client(store)
+    tags = client.get_run(cut).data.tags
+    assert client.get_run(cut).info.status == "FINISHED" and tags[tracking.TAG_OUTCOME] == "stopped_early"
+    assert "stopped at iteration 40 by the study's time budget (90s)" in tags[tracking.TAG_STOPPED]
+    assert client.get_run(done).data.tags[tracking.TAG_OUTCOME] == "finished"
+    final = runs.open_trial("t3", None, "trial-002", {})
+    assert close_trial_run(runs, session, "t3", {"iteration": 60, "final": 1})
+    assert client.get_run(final).info.status == "FINISHED" and tracking.TAG_STOPPED not in client.get_run(final).data.tags
+
+
 def test_log_table_is_written_once(tmp_path: Path, store: str) -> None:
     import pandas as pd
 

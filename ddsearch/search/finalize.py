@@ -18,7 +18,8 @@ import yaml
 from ddsearch.search.notes import column_legend
 from ddsearch.search.plan import Plan
 from ddsearch.search.space import reconcile_optuna
-from ddsearch.search.tuner import trial_last_results
+from ddsearch.search.state import read_session
+from ddsearch.search.tuner import close_trial_run, trial_last_results
 from ddsearch.tracking import store
 from ddsearch.tracking.study_runs import StudyRuns
 
@@ -49,9 +50,15 @@ def finalize(plan: Plan, statuses: dict[str, str], runs: StudyRuns):
     from ddsearch.search.report_page import study_report
 
     tune_ids = set(statuses)
+    last_results = trial_last_results(plan)
+    session = read_session(plan.state_dir)
+    if session is not None:  # Tune ends the trials its time budget cuts without calling back
+        for trial_id, status in statuses.items():
+            if status == "TERMINATED":
+                safely(lambda: close_trial_run(runs, session, trial_id, last_results.get(trial_id, {})))
     runs.mark_lost(tune_ids)
     runs.close_running("its trial ended without closing the run", outcome="unfinished")
-    closed = reconcile_optuna(plan.optuna_storage, plan.study.name, tune_ids, trial_last_results(plan),
+    closed = reconcile_optuna(plan.optuna_storage, plan.study.name, tune_ids, last_results,
                               plan.space.metrics)
     if closed:
         print(f"optuna: {closed} trial(s) left open by a stopped driver were closed (COMPLETE where Tune "

@@ -83,27 +83,35 @@ class RunStatusCallback(Callback):
     def _close(self, trial: Any, error: str | None) -> None:
         try:
             live = self._runs()
-            if live is None:
-                return
-            runs, session = live
-            result = trial.last_result or {}
-            run = runs.running_trial(trial.trial_id, result.get("mlflow_run_id"))
-            if run is None:
-                return
-            if error is not None:
-                runs.fail(run["run_id"], error)
-            elif result.get("final"):
-                runs.finish(run["run_id"])
-            else:
-                elapsed = time.time() - session["started"]
-                reason = stop_reason(result.get("iteration", "?"), elapsed, session["time_budget_s"],
-                                     session["scheduler"])
-                searched = {k.removeprefix("method."): v for k, v in run["params"].items()}  # the searched ones
-                note = trial_note(run["run_name"], session["study"], searched,
-                                  f"Stopped early: {reason}; val_acc {result.get('val_acc', float('nan')):.4f} there.")
-                runs.finish(run["run_id"], outcome="stopped_early", note=note, stopped=reason)
+            if live is not None:
+                close_trial_run(*live, trial.trial_id, trial.last_result or {}, error)
         except Exception as err:  # noqa: BLE001 - tracking trouble must not stop the study
             print(f"ddsearch: warning: could not close the MLflow run of trial {trial.trial_id}: {err}", file=sys.stderr)
+
+
+def close_trial_run(runs: StudyRuns, session: dict[str, Any], trial_id: str, result: dict[str, Any],
+                    error: str | None = None) -> bool:
+    """End a Tune trial's run if it is still RUNNING: FAILED with ``error``, FINISHED when ``result``
+    is final, else FINISHED as stopped early, saying why (the scheduler or the time budget).
+
+    The callback does this as Tune ends each trial; the end of a study does it again for the
+    trials Tune stopped without a callback (those its time budget cut). True if a run was closed.
+    """
+    run = runs.running_trial(trial_id, result.get("mlflow_run_id"))
+    if run is None:
+        return False
+    if error is not None:
+        runs.fail(run["run_id"], error)
+    elif result.get("final"):
+        runs.finish(run["run_id"])
+    else:
+        elapsed = time.time() - session["started"]
+        reason = stop_reason(result.get("iteration", "?"), elapsed, session["time_budget_s"], session["scheduler"])
+        searched = {k.removeprefix("method."): v for k, v in run["params"].items()}  # the searched ones
+        note = trial_note(run["run_name"], session["study"], searched,
+                          f"Stopped early: {reason}; val_acc {result.get('val_acc', float('nan')):.4f} there.")
+        runs.finish(run["run_id"], outcome="stopped_early", note=note, stopped=reason)
+    return True
 
 
 def start_tracking(plan: Plan, stack: ExitStack) -> str:
