@@ -28,9 +28,9 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial(tmp_path: Path)
 
 
 def _merge_unlocked(path: Path, name: str) -> None:
-    """The read-merge-write every merging file does, without the lock (the control)."""
-    stored = json.loads(path.read_text()) if path.is_file() else {}
-    write_text_atomic(path, json.dumps(stored | {name: 1}))
+    """The truth table's read-merge-write without its lock (the control)."""
+    stored = truth.read_truth_table(path)[1]
+    write_text_atomic(path, json.dumps({"key": {"k": 1}, "results": stored | {name: {"acc": 0.5}}}))
 
 
 def _merge_many(path: str, tag: str, use_lock: bool) -> None:
@@ -42,11 +42,6 @@ def _merge_many(path: str, tag: str, use_lock: bool) -> None:
             _merge_unlocked(Path(path), name)
 
 
-def _entries(path: Path, use_lock: bool) -> int:
-    payload = json.loads(path.read_text())
-    return len(payload["results"] if use_lock else payload)
-
-
 def _run_side_by_side(path: Path, use_lock: bool) -> int:
     context = multiprocessing.get_context("fork")
     workers = [context.Process(target=_merge_many, args=(str(path), tag, use_lock)) for tag in "ab"]
@@ -55,7 +50,7 @@ def _run_side_by_side(path: Path, use_lock: bool) -> int:
     for worker in workers:
         worker.join(60)
         assert worker.exitcode == 0
-    return _entries(path, use_lock)
+    return len(truth.read_truth_table(path)[1])
 
 
 def test_locked_merges_from_two_processes_keep_every_entry(tmp_path: Path) -> None:

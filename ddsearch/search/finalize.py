@@ -10,6 +10,7 @@ import json
 import math
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,8 @@ def finalize(plan: Plan, statuses: dict[str, str], runs: StudyRuns):
     last_results = trial_last_results(plan)
     session = read_session(plan.state_dir)
     if session is not None:  # Tune ends the trials its time budget cuts without calling back
-        for trial_id, status in statuses.items():
-            if status == "TERMINATED":
-                safely(lambda: close_trial_run(runs, session, trial_id, last_results.get(trial_id, {})))
+        for trial_id in (t for t, status in statuses.items() if status == "TERMINATED"):
+            safely(partial(close_trial_run, runs, session, trial_id, last_results.get(trial_id, {})))
     runs.mark_lost(tune_ids)
     runs.close_running("its trial ended without closing the run", outcome="unfinished")
     closed = reconcile_optuna(plan.optuna_storage, plan.study.name, tune_ids, last_results,
