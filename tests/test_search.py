@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import shutil
 import signal
@@ -135,6 +136,46 @@ def test_space_has_every_parameter_kind_and_starts_at_the_published_defaults() -
     assert isinstance(make_sampler(study), optuna.samplers.NSGAIISampler)
     for kind, cls in (("tpe", "TPESampler"), ("gp", "GPSampler"), ("random", "RandomSampler")):
         assert type(make_sampler(study.model_copy(update={"sampler": study.sampler.model_copy(update={"type": kind})}))).__name__ == cls
+
+
+def test_an_errored_trial_is_closed_in_optuna_only_when_the_study_ends(tmp_path: Path) -> None:
+    """--resume runs errored trials again, so an error is not Optuna's last word on a trial: it
+    stays RUNNING with its reason until the Tuner ends, then is FAIL, or COMPLETE if a resume
+    finished it. A diverged trial (its result says failed) and a stopped one are told at once."""
+    import optuna
+
+    from ddsearch.search.space import build_space, make_searcher, reconcile_optuna
+
+    study = study_from_dict(tiny_study("s"))
+    space = build_space(study)
+    storage = tmp_path / "optuna.db"
+    searcher = make_searcher(study, space, storage)
+    ids = ["errored", "resumed", "unstarted", "diverged", "stopped", "finished"]
+    for trial_id in ids:
+        assert searcher.suggest(trial_id) is not None
+    searcher.on_trial_complete("errored", error=True)
+    searcher.on_trial_complete("resumed", error=True)
+    searcher.on_trial_complete("unstarted")
+    searcher.on_trial_complete("diverged", {"val_acc": math.nan, "failed": 1, "final": 0, "failure": "diverged at 7"})
+    searcher.on_trial_complete("stopped", {"val_acc": 0.4, "iteration": 3, "final": 0})
+    searcher.on_trial_complete("finished", {"val_acc": 0.7, "iteration": 6, "final": 1})
+
+    def states() -> dict[str, optuna.trial.FrozenTrial]:
+        loaded = optuna.load_study(study_name="s", storage=f"sqlite:///{storage}")
+        return {t.user_attrs["tune_trial_id"]: t for t in loaded.get_trials(deepcopy=False)}
+
+    now = {k: t.state.name for k, t in states().items()}
+    assert now == {"errored": "RUNNING", "resumed": "RUNNING", "unstarted": "RUNNING",
+                   "diverged": "FAIL", "stopped": "PRUNED", "finished": "COMPLETE"}
+    # the study's end: a resume finished "resumed"; Tune saved no final result for the other two
+    last = {"errored": {"val_acc": 0.3, "iteration": 3}, "resumed": {"val_acc": 0.8, "iteration": 6, "final": 1}}
+    assert reconcile_optuna(storage, "s", set(ids), last, space.metrics) == 3
+    end = states()
+    assert {k: t.state.name for k, t in end.items()} == now | {"errored": "FAIL", "resumed": "COMPLETE", "unstarted": "FAIL"}
+    assert end["resumed"].value == pytest.approx(0.8)
+    assert "raised an error" in end["errored"].user_attrs["ddsearch_reason"]
+    assert "before it reported a result" in end["unstarted"].user_attrs["ddsearch_reason"]
+    assert "diverged at 7" in end["diverged"].user_attrs["ddsearch_reason"]
 
 
 @pytest.mark.parametrize("search, message", [
@@ -415,8 +456,9 @@ def test_killed_study_resumes_without_rerunning_or_duplicating(tmp_path: Path) -
 
     ot = optuna_trials(tmp_path, name)
     complete = [t for t in ot if t.state.name == "COMPLETE"]
-    assert not [t for t in ot if t.state.name == "RUNNING"]
-    assert len(complete) == len(after)
+    seen = [(t.number, t.state.name, t.user_attrs.get("tune_trial_id"), t.user_attrs.get("ddsearch_reason")) for t in ot]
+    assert not [t for t in ot if t.state.name == "RUNNING"], seen
+    assert len(complete) == len(after), (seen, {t: s["status"] for t, s in before.items()}, resumed.stdout[-3000:])
     assert {t.user_attrs["tune_trial_id"] for t in complete} == set(after)
 
 

@@ -9,8 +9,10 @@
 
 :class:`StudySearcher` is Ray's ``OptunaSearch`` with three additions: each suggested config
 carries its Optuna trial number (so the trial can tag its MLflow run), the Optuna trial records
-its Tune trial id, and trials that diverged, errored or were stopped early are told to Optuna
-as FAIL / PRUNED instead of COMPLETE.
+its Tune trial id, and trials that diverged or were stopped early are told to Optuna as FAIL /
+PRUNED instead of COMPLETE. An error, or a stop before any result, is not final (``--resume``
+runs errored and unstarted trials again), so those trials stay RUNNING with the reason noted and
+:func:`reconcile_optuna` closes them from Tune's saved state when the study's Tuner ends.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ OPTUNA_NUMBER_KEY = "optuna_trial"
 
 FAILED_KEY = "failed"
 FINAL_KEY = "final"
+PENDING_REASON_KEY = "ddsearch_unfinished_reason"
+"""Optuna user attribute: why a trial that is not yet closed ended its last attempt."""
 
 
 @dataclass
@@ -247,12 +251,20 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
+        if error or not result:
+            # Not final: a resume runs errored and unstarted trials again, and one may yet finish.
+            # The reason waits on the trial; reconcile_optuna closes it from Tune's saved state.
+            reason = ("the trial raised an error (see its MLflow run)" if error
+                      else "stopped before it reported a result")
+            from ddsearch.search.storage import retrying
+
+            retrying(lambda: ot_trial.set_user_attr(PENDING_REASON_KEY, reason), "set_user_attr")
+            self._completed_trials.add(trial_id)
+            return
         state, reason = None, None
-        if error:
-            state, reason = optuna.trial.TrialState.FAIL, "the trial raised an error (see its MLflow run)"
-        elif result and result.get(FAILED_KEY):
+        if result.get(FAILED_KEY):
             state, reason = optuna.trial.TrialState.FAIL, str(result.get("failure", "failed"))
-        elif result is not None and not result.get(FINAL_KEY):
+        elif not result.get(FINAL_KEY):
             state, reason = optuna.trial.TrialState.PRUNED, f"stopped early at iteration {result.get('iteration')}"
         if state is None:
             from ddsearch.search.storage import retrying
@@ -277,10 +289,11 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
 
 def reconcile_optuna(storage_path: Path | str, study_name: str, tune_trial_ids: set[str],
                      last_results: dict[str, dict] | None = None, metrics: Sequence[str] = ()) -> int:
-    """Close the Optuna trials left RUNNING after a killed driver: COMPLETE with the objective
-    values when their Tune trial saved a final result (it ended before Optuna was told), else FAIL.
+    """Close the Optuna trials still RUNNING when a study's Tuner has finished: COMPLETE with the
+    objective values when their Tune trial saved a final result (it ended before Optuna was told,
+    or a resume finished it after an error), else FAIL with the reason its last attempt noted.
 
-    Returns how many were closed. Called after a study's Tuner has finished.
+    Returns how many were closed.
     """
     import optuna
 
@@ -302,7 +315,7 @@ def reconcile_optuna(storage_path: Path | str, study_name: str, tune_trial_ids: 
             closed += 1
             continue
         reason = ("its Tune trial was lost when the driver stopped" if tune_id not in tune_trial_ids
-                  else "its Tune trial ended without a result")
+                  else trial.user_attrs.get(PENDING_REASON_KEY, "its Tune trial ended without a result"))
         storage.set_trial_user_attr(trial._trial_id, "ddsearch_reason", reason)
         storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         closed += 1
