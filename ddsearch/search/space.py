@@ -26,14 +26,19 @@ from typing import Any
 
 from ddsearch.config import CategoricalParam, FloatParam, IntParam, Study
 from ddsearch.errors import DDSearchError
+from ddsearch.search.storage import retrying  # a database storage may be restarting
 
 OPTUNA_NUMBER_KEY = "optuna_trial"
 """Config key through which a trial learns its Optuna trial number."""
 
 FAILED_KEY = "failed"
 FINAL_KEY = "final"
-PENDING_REASON_KEY = "ddsearch_unfinished_reason"
-"""Optuna user attribute: why a trial that is not yet closed ended its last attempt."""
+# Optuna user attributes of a trial
+TUNE_TRIAL_KEY = "tune_trial_id"
+REASON_KEY = "ddsearch_reason"
+"""Why the trial ended other than COMPLETE."""
+UNFINISHED_REASON_KEY = "ddsearch_unfinished_reason"
+"""Why a trial not yet closed ended its last attempt (an error, or a stop before any result)."""
 
 
 @dataclass
@@ -216,13 +221,11 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
     """OptunaSearch that hands each trial its Optuna number and tells Optuna the true outcome."""
 
     def suggest(self, trial_id: str) -> dict | None:
-        from ddsearch.search.storage import retrying  # a database storage may be restarting
-
         config = retrying(lambda: super(StudySearcher, self).suggest(trial_id), "suggest")
         if config is None:
             return None
         ot_trial = self._ot_trials[trial_id]
-        retrying(lambda: ot_trial.set_user_attr("tune_trial_id", trial_id), "set_user_attr")
+        retrying(lambda: ot_trial.set_user_attr(TUNE_TRIAL_KEY, trial_id), "set_user_attr")
         return {**config, OPTUNA_NUMBER_KEY: ot_trial.number}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -235,8 +238,6 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
             step = result.get("iteration")
             if isinstance(self.metric, str) and isinstance(value, (int, float)) and isinstance(step, int):
                 # steps are distillation iterations, as in MLflow (40/80/120), not Tune's report count
-                from ddsearch.search.storage import retrying
-
                 retrying(lambda: self._ot_trials[trial_id].report(float(value), step), "report")
                 return
             super().on_trial_result(trial_id, result)
@@ -256,9 +257,7 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
             # The reason waits on the trial; reconcile_optuna closes it from Tune's saved state.
             reason = ("the trial raised an error (see its MLflow run)" if error
                       else "stopped before it reported a result")
-            from ddsearch.search.storage import retrying
-
-            retrying(lambda: ot_trial.set_user_attr(PENDING_REASON_KEY, reason), "set_user_attr")
+            retrying(lambda: ot_trial.set_user_attr(UNFINISHED_REASON_KEY, reason), "set_user_attr")
             self._completed_trials.add(trial_id)
             return
         state, reason = None, None
@@ -267,12 +266,10 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
         elif not result.get(FINAL_KEY):
             state, reason = optuna.trial.TrialState.PRUNED, f"stopped early at iteration {result.get('iteration')}"
         if state is None:
-            from ddsearch.search.storage import retrying
-
             retrying(lambda: super(StudySearcher, self).on_trial_complete(trial_id, result=result, error=error), "tell")
             return
         try:
-            ot_trial.set_user_attr("ddsearch_reason", reason[:1000])
+            ot_trial.set_user_attr(REASON_KEY, reason[:1000])
             if state == optuna.trial.TrialState.PRUNED and isinstance(self.metric, str) and result:
                 # The scheduler's stop decision came with this result, which Tune hands to
                 # on_trial_complete only: record it as the pruned trial's last intermediate value.
@@ -308,15 +305,15 @@ def reconcile_optuna(storage_path: Path | str, study_name: str, tune_trial_ids: 
         return 0
     closed = 0
     for trial in ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        tune_id = trial.user_attrs.get("tune_trial_id")
+        tune_id = trial.user_attrs.get(TUNE_TRIAL_KEY)
         values = final_values((last_results or {}).get(tune_id) or {}, metrics)
         if values is not None:
             storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.COMPLETE, values)
             closed += 1
             continue
         reason = ("its Tune trial was lost when the driver stopped" if tune_id not in tune_trial_ids
-                  else trial.user_attrs.get(PENDING_REASON_KEY, "its Tune trial ended without a result"))
-        storage.set_trial_user_attr(trial._trial_id, "ddsearch_reason", reason)
+                  else trial.user_attrs.get(UNFINISHED_REASON_KEY, "its Tune trial ended without a result"))
+        storage.set_trial_user_attr(trial._trial_id, REASON_KEY, reason)
         storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         closed += 1
     return closed
