@@ -169,7 +169,8 @@ def test_an_errored_trial_is_closed_in_optuna_only_when_the_study_ends(tmp_path:
                    "diverged": "FAIL", "stopped": "PRUNED", "finished": "COMPLETE"}
     # the study's end: a resume finished "resumed"; Tune saved no final result for the other two
     last = {"errored": {"val_acc": 0.3, "iteration": 3}, "resumed": {"val_acc": 0.8, "iteration": 6, "final": 1}}
-    assert reconcile_optuna(storage, "s", set(ids), last, space.metrics) == 3
+    statuses = dict.fromkeys(ids, "TERMINATED") | {"errored": "ERROR", "unstarted": "ERROR"}
+    assert reconcile_optuna(storage, "s", statuses, last, space.metrics) == 3
     end = states()
     assert {k: t.state.name for k, t in end.items()} == now | {"errored": "FAIL", "resumed": "COMPLETE", "unstarted": "FAIL"}
     assert end["resumed"].value == pytest.approx(0.8)
@@ -307,6 +308,34 @@ def test_study_end_to_end_with_a_failing_trial(tmp_path: Path, monkeypatch, caps
     assert "diverged" in out and parent.info.run_id in out  # the failed trial's outcome and reason
     assert main(["report", "e2e"]) == 0  # by name too
     assert "rank" in capsys.readouterr().out
+
+
+def test_a_trial_the_time_budget_cuts_is_pruned_in_optuna_and_stopped_early_in_mlflow(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """Tune ends the trials its time budget cuts without telling the searcher: the study's end
+    closes the Optuna trial PRUNED (at its last value if it reported one), matching MLflow's
+    stopped_early. On a busy machine the trial may not even start within the budget; it is
+    PRUNED then too, never FAIL."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    study = tiny_study("cut", method={"name": "datadam", "ipc": 1, "iterations": 1_000_000, "arch": TINY_CONV_BN,
+                                      "batch_real": 8},
+                       evaluation={"arch": TINY_CONV, "eval_every": 2, "log_every": 2, "epochs": 1,
+                                   "final_epochs": 1, "final_repeats": 1},
+                       budget={"num_samples": 1, "max_concurrent": 1, "time_budget_s": 30},
+                       scheduler={"type": "none"})
+    assert main(["tune", str(write_study(tmp_path, study))]) == 0
+    out = capsys.readouterr()
+
+    (trial,) = optuna_trials(tmp_path, "cut")
+    assert trial.state.name == "PRUNED", (trial.state, trial.user_attrs, out.out[-2000:])
+    assert "time budget" in trial.user_attrs["ddsearch_reason"]
+    if trial.intermediate_values:
+        assert trial.value == pytest.approx(trial.intermediate_values[max(trial.intermediate_values)])
+    else:
+        assert trial.value is None and "before it reported a result" in trial.user_attrs["ddsearch_reason"]
+    _, children = study_runs(tmp_path, "cut")
+    assert all(c.info.status == "FINISHED" and c.data.tags["ddsearch.outcome"] == "stopped_early" for c in children)
 
 
 @pytest.fixture

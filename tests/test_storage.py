@@ -52,7 +52,7 @@ def test_a_sqlite_url_is_a_working_storage(tmp_path: Path) -> None:
     study = optuna.create_study(study_name="s", storage=storage.rdb(url))
     trial = study.ask()
     trial.set_user_attr("tune_trial_id", "gone")
-    assert reconcile_optuna(url, "s", set()) == 1
+    assert reconcile_optuna(url, "s", {}) == 1
     assert optuna.load_study(study_name="s", storage=url).trials[0].state.name == "FAIL"
     storage.clear(url, "s")
     with pytest.raises(KeyError):
@@ -61,20 +61,29 @@ def test_a_sqlite_url_is_a_working_storage(tmp_path: Path) -> None:
 
 def test_reconcile_completes_a_trial_that_ended_before_optuna_was_told(tmp_path: Path) -> None:
     """A trial Tune saved as finished (the driver died before the tell) is COMPLETE with its value;
-    one with no final result, or a failed one, is FAIL."""
+    one Tune ended midway (the time budget) is PRUNED, at its last value if it has one; an errored
+    or failed one is FAIL."""
     import optuna
 
     from ddsearch.search.space import reconcile_optuna
 
     url = f"sqlite:///{tmp_path}/s.db"
     study = optuna.create_study(study_name="s", storage=storage.rdb(url), direction="maximize")
-    for tune_id in ("ended", "midway", "failed"):
+    for tune_id in ("ended", "midway", "cut_at_once", "errored", "failed"):
         study.ask().set_user_attr("tune_trial_id", tune_id)
     last = {"ended": {"final": True, "val_acc": 0.9, "iteration": 40},
             "midway": {"val_acc": 0.5, "iteration": 20},
+            "errored": {"val_acc": 0.6, "iteration": 20},
             "failed": {"final": True, "failed": True, "val_acc": 0.1}}
-    assert reconcile_optuna(url, "s", set(last), last, ["val_acc"]) == 3
+    statuses = {"ended": "TERMINATED", "midway": "TERMINATED", "cut_at_once": "TERMINATED", "errored": "ERROR",
+                "failed": "TERMINATED"}
+    assert reconcile_optuna(url, "s", statuses, last, ["val_acc"]) == 5
     trials = {t.user_attrs["tune_trial_id"]: t for t in optuna.load_study(study_name="s", storage=url).trials}
     assert trials["ended"].state.name == "COMPLETE" and trials["ended"].value == pytest.approx(0.9)
-    assert trials["midway"].state.name == "FAIL" and trials["failed"].state.name == "FAIL"
-    assert reconcile_optuna(url, "s", set(last), last, ["val_acc"]) == 0  # nothing left open
+    assert trials["midway"].state.name == "PRUNED" and trials["midway"].value == pytest.approx(0.5)
+    assert trials["midway"].intermediate_values == {20: pytest.approx(0.5)}
+    assert "time budget" in trials["midway"].user_attrs["ddsearch_reason"]
+    assert trials["cut_at_once"].state.name == "PRUNED" and trials["cut_at_once"].value is None
+    assert "before it reported a result" in trials["cut_at_once"].user_attrs["ddsearch_reason"]
+    assert trials["errored"].state.name == "FAIL" and trials["failed"].state.name == "FAIL"
+    assert reconcile_optuna(url, "s", statuses, last, ["val_acc"]) == 0  # nothing left open

@@ -58,11 +58,11 @@ def finalize(plan: Plan, statuses: dict[str, str], runs: StudyRuns):
             safely(partial(close_trial_run, runs, session, trial_id, last_results.get(trial_id, {})))
     runs.mark_lost(tune_ids)
     runs.close_running("its trial ended without closing the run", outcome="unfinished")
-    closed = reconcile_optuna(plan.optuna_storage, plan.study.name, tune_ids, last_results,
+    closed = reconcile_optuna(plan.optuna_storage, plan.study.name, statuses, last_results,
                               plan.space.metrics)
     if closed:
-        print(f"optuna: {closed} trial(s) left open by a stopped driver were closed (COMPLETE where Tune "
-              "saved their final result, else FAIL)")
+        print(f"optuna: {closed} trial(s) left open were closed (COMPLETE where Tune saved their final result, "
+              "PRUNED where it ended them midway, else FAIL)")
 
     uri, experiment, parent_id = runs.uri, runs.experiment_id, runs.parent_id
     board = leaderboard(uri, experiment, parent_id, list(plan.space.keys), plan.space.metrics)

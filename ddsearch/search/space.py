@@ -284,12 +284,15 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
         self._completed_trials.add(trial_id)
 
 
-def reconcile_optuna(storage_path: Path | str, study_name: str, tune_trial_ids: set[str],
+def reconcile_optuna(storage_path: Path | str, study_name: str, tune_statuses: dict[str, str],
                      last_results: dict[str, dict] | None = None, metrics: Sequence[str] = ()) -> int:
-    """Close the Optuna trials still RUNNING when a study's Tuner has finished: COMPLETE with the
-    objective values when their Tune trial saved a final result (it ended before Optuna was told,
-    or a resume finished it after an error), else FAIL with the reason its last attempt noted.
+    """Close the Optuna trials still RUNNING when a study's Tuner has finished, from Tune's saved state.
 
+    ``tune_statuses`` maps Tune trial ids to their status. A trial is COMPLETE with its objective
+    values when Tune saved a final result (it ended before Optuna was told, or a resume finished
+    it after an error); PRUNED, at its last value if it reported one, when Tune ended it
+    (TERMINATED) midway without calling back, as the study's time budget does; else FAIL with the
+    reason its last attempt noted.
     Returns how many were closed.
     """
     import optuna
@@ -306,17 +309,34 @@ def reconcile_optuna(storage_path: Path | str, study_name: str, tune_trial_ids: 
     closed = 0
     for trial in ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         tune_id = trial.user_attrs.get(TUNE_TRIAL_KEY)
-        values = final_values((last_results or {}).get(tune_id) or {}, metrics)
+        result = (last_results or {}).get(tune_id) or {}
+        values = final_values(result, metrics)
         if values is not None:
             storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.COMPLETE, values)
-            closed += 1
-            continue
-        reason = ("its Tune trial was lost when the driver stopped" if tune_id not in tune_trial_ids
-                  else trial.user_attrs.get(UNFINISHED_REASON_KEY, "its Tune trial ended without a result"))
-        storage.set_trial_user_attr(trial._trial_id, REASON_KEY, reason)
-        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        elif tune_statuses.get(tune_id) == "TERMINATED" and not result.get(FAILED_KEY):
+            cut = last_value(result, metrics)
+            storage.set_trial_user_attr(trial._trial_id, REASON_KEY, "stopped early " + (
+                f"at iteration {cut[0]}" if cut else "before it reported a result") + " (the study's time budget)")
+            if cut is not None:
+                storage.set_trial_intermediate_value(trial._trial_id, *cut)
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.PRUNED,
+                                           None if cut is None else [cut[1]])
+        else:
+            reason = ("its Tune trial was lost when the driver stopped" if tune_id not in tune_statuses
+                      else trial.user_attrs.get(UNFINISHED_REASON_KEY, "its Tune trial ended without a result"))
+            storage.set_trial_user_attr(trial._trial_id, REASON_KEY, reason)
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         closed += 1
     return closed
+
+
+def last_value(result: dict, metrics: Sequence[str]) -> tuple[int, float] | None:
+    """(iteration, objective) of a single-objective trial's last intermediate result; None when it
+    has several objectives (Optuna reports only single-objective values) or no finite value."""
+    if len(metrics) != 1 or not isinstance(step := result.get("iteration"), int):
+        return None
+    value = result.get(metrics[0])
+    return (step, float(value)) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def final_values(result: dict, metrics: Sequence[str]) -> list[float] | None:
