@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 from common import data_root, device_info, write_results
 from ddsearch.augment import DSA, default_strategy
 from ddsearch.data import load_dataset
-from ddsearch.evaluate import TrainSettings, _sgd_with_step_decay, build_network, train_epoch
+from ddsearch.evaluate import TrainSettings, sgd_with_step_decay, build_network, train_epoch
 from ddsearch.precision import resolve_precision
 
 TOP_OPS = 12
@@ -39,7 +39,7 @@ def main() -> None:
     settings = TrainSettings(dsa_strategy=default_strategy("mnist"), precision=args.precision)
     precision = resolve_precision(settings.precision, device)
     net = build_network(args.arch, data, seed=0, device=device)
-    optimizer, _ = _sgd_with_step_decay(net.parameters(), settings)
+    optimizer, _ = sgd_with_step_decay(net.parameters(), settings)
     dsa, generator, rows = DSA(settings.dsa_strategy), torch.Generator().manual_seed(0), torch.arange(x.shape[0])
 
     def epoch() -> None:

@@ -130,7 +130,7 @@ def build_network(arch: str, data: RealData, seed: int, device: torch.device | s
     return seeded_network(arch, data.channels, data.num_classes, data.image_size, seed).to(device)
 
 
-def _sgd_with_step_decay(params, settings: TrainSettings):
+def sgd_with_step_decay(params, settings: TrainSettings):
     """The papers' optimiser: SGD with momentum and weight decay, lr x0.1 at half of the epochs."""
     optimizer = torch.optim.SGD(
         list(params), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
@@ -152,7 +152,7 @@ def train_network(
     """Train ``net`` on in-memory tensors with SGD, step decay at half, and per-image DSA."""
     generator = torch.Generator().manual_seed(seed)
     dsa = DSA(settings.dsa_strategy)
-    optimizer, scheduler = _sgd_with_step_decay(net.parameters(), settings)
+    optimizer, scheduler = sgd_with_step_decay(net.parameters(), settings)
     every_row = torch.arange(x.shape[0])
     precision = resolve_precision(settings.precision, x.device)
     for _ in tqdm(range(settings.epochs), desc=desc, disable=not progress, leave=False, unit="ep"):
@@ -293,7 +293,7 @@ def train_stacked(
     batched_forward = vmap(forward, randomness="different")
     generator = torch.Generator().manual_seed(seed)
     dsa = DSA(settings.dsa_strategy)
-    optimizer, scheduler = _sgd_with_step_decay(params.values(), settings)
+    optimizer, scheduler = sgd_with_step_decay(params.values(), settings)
     precision = resolve_precision(settings.precision, x.device)
     repeats, n = len(nets), x.shape[0]
     for _ in tqdm(range(settings.epochs), desc=desc, disable=not progress, leave=False, unit="ep"):
