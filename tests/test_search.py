@@ -179,6 +179,20 @@ def test_an_errored_trial_is_closed_in_optuna_only_when_the_study_ends(tmp_path:
     assert "diverged at 7" in end["diverged"].user_attrs["ddsearch_reason"]
 
 
+def test_a_trial_resumed_at_its_last_iteration_reports_its_checkpoints_evaluation() -> None:
+    """A resume from the last iteration's checkpoint runs no iteration and evaluates nothing: the
+    objective Optuna is told comes from the checkpoint (it was NaN, and Optuna left such a trial
+    unfinished: the crash test's rare failure)."""
+    from ddsearch.events import EvalPoint
+    from ddsearch.search.trial import last_evaluation
+
+    meta = json.loads(json.dumps({"mlflow_run_id": "r", "iteration": 60, "val_acc": 0.8, "test_acc": 0.7}))
+    assert last_evaluation([], meta) == (0.8, 0.7)
+    point = EvalPoint(iteration=60, val_acc=0.9, test_acc=0.85, synset=None, distill_seconds=1.0, eval_seconds=1.0)
+    assert last_evaluation([point], meta) == (0.9, 0.85)  # this attempt's own evaluation wins
+    assert all(math.isnan(v) for v in last_evaluation([], {"iteration": 60}))  # a checkpoint from before
+
+
 @pytest.mark.parametrize("search, message", [
     ({"ipc": {"type": "float", "low": 1, "high": 5}}, "integer setting"),
     ({"ipc": {"type": "int", "low": 1, "high": 8, "step": 2, "log": True}}, "log-scale int"),

@@ -69,15 +69,16 @@ def test_reconcile_completes_a_trial_that_ended_before_optuna_was_told(tmp_path:
 
     url = f"sqlite:///{tmp_path}/s.db"
     study = optuna.create_study(study_name="s", storage=storage.rdb(url), direction="maximize")
-    for tune_id in ("ended", "midway", "cut_at_once", "errored", "failed"):
+    for tune_id in ("ended", "midway", "cut_at_once", "errored", "failed", "no_objective"):
         study.ask().set_user_attr("tune_trial_id", tune_id)
     last = {"ended": {"final": True, "val_acc": 0.9, "iteration": 40},
             "midway": {"val_acc": 0.5, "iteration": 20},
             "errored": {"val_acc": 0.6, "iteration": 20},
-            "failed": {"final": True, "failed": True, "val_acc": 0.1}}
+            "failed": {"final": True, "failed": True, "val_acc": 0.1},
+            "no_objective": {"final": True, "val_acc": float("nan"), "iteration": 40}}
     statuses = {"ended": "TERMINATED", "midway": "TERMINATED", "cut_at_once": "TERMINATED", "errored": "ERROR",
-                "failed": "TERMINATED"}
-    assert reconcile_optuna(url, "s", statuses, last, ["val_acc"]) == 5
+                "failed": "TERMINATED", "no_objective": "TERMINATED"}
+    assert reconcile_optuna(url, "s", statuses, last, ["val_acc"]) == 6
     trials = {t.user_attrs["tune_trial_id"]: t for t in optuna.load_study(study_name="s", storage=url).trials}
     assert trials["ended"].state.name == "COMPLETE" and trials["ended"].value == pytest.approx(0.9)
     assert trials["midway"].state.name == "PRUNED" and trials["midway"].value == pytest.approx(0.5)
@@ -86,4 +87,6 @@ def test_reconcile_completes_a_trial_that_ended_before_optuna_was_told(tmp_path:
     assert trials["cut_at_once"].state.name == "PRUNED" and trials["cut_at_once"].value is None
     assert "before it reported a result" in trials["cut_at_once"].user_attrs["ddsearch_reason"]
     assert trials["errored"].state.name == "FAIL" and trials["failed"].state.name == "FAIL"
+    assert trials["no_objective"].state.name == "FAIL"  # finished, not cut: no value to prune at
+    assert "without a finite objective" in trials["no_objective"].user_attrs["ddsearch_reason"]
     assert reconcile_optuna(url, "s", statuses, last, ["val_acc"]) == 0  # nothing left open

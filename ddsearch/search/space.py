@@ -313,7 +313,7 @@ def reconcile_optuna(storage_path: Path | str, study_name: str, tune_statuses: d
         values = final_values(result, metrics)
         if values is not None:
             storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.COMPLETE, values)
-        elif tune_statuses.get(tune_id) == "TERMINATED" and not result.get(FAILED_KEY):
+        elif tune_statuses.get(tune_id) == "TERMINATED" and not (result.get(FAILED_KEY) or result.get(FINAL_KEY)):
             cut = last_value(result, metrics)
             storage.set_trial_user_attr(trial._trial_id, REASON_KEY, "stopped early " + (
                 f"at iteration {cut[0]}" if cut else "before it reported a result") + " (the study's time budget)")
@@ -322,8 +322,12 @@ def reconcile_optuna(storage_path: Path | str, study_name: str, tune_statuses: d
             storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.PRUNED,
                                            None if cut is None else [cut[1]])
         else:
-            reason = ("its Tune trial was lost when the driver stopped" if tune_id not in tune_statuses
-                      else trial.user_attrs.get(UNFINISHED_REASON_KEY, "its Tune trial ended without a result"))
+            if tune_id not in tune_statuses:
+                reason = "its Tune trial was lost when the driver stopped"
+            elif result.get(FINAL_KEY) and not result.get(FAILED_KEY):
+                reason = "its Tune trial finished without a finite objective"
+            else:
+                reason = trial.user_attrs.get(UNFINISHED_REASON_KEY, "its Tune trial ended without a result")
             storage.set_trial_user_attr(trial._trial_id, REASON_KEY, reason)
             storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         closed += 1

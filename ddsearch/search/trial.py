@@ -104,7 +104,9 @@ class TuneObserver:
         self.logger.log_synset(point.synset)  # latest set, so a trial stopped early still has one
         with tempfile.TemporaryDirectory(prefix="ddsearch-ckpt-") as tmp:
             save_state(state, Path(tmp) / STATE_FILE)
-            meta = {"mlflow_run_id": self.logger.run_id, "iteration": point.iteration}
+            # the evaluation travels too: a resume from the last iteration's checkpoint evaluates nothing new
+            meta = {"mlflow_run_id": self.logger.run_id, "iteration": point.iteration,
+                    "val_acc": float(point.val_acc), "test_acc": float(point.test_acc)}
             (Path(tmp) / META_FILE).write_text(json.dumps(meta))
             if self.outbox is not None and self.outbox.pending:
                 self.outbox.save(Path(tmp) / OUTBOX_DIR)
@@ -224,9 +226,7 @@ def _run_trial(data: RealData, setup: TrialSetup, searched: dict[str, Any], optu
 
     # val_acc/test_acc keep one meaning everywhere: the checkpoint evaluation, here at the last
     # iteration (the objective Optuna is told). The final evaluation travels as final_*.
-    last = outcome.evals[-1] if outcome.evals else None
-    val = last.val_acc if last else math.nan
-    test = last.test_acc if last else math.nan
+    val, test = last_evaluation(outcome.evals, meta)
     first = outcome.table[0] if outcome.table else None
     note = f"Finished: val_acc {val:.4f} at iteration {study.method.iterations}"
     if first is not None:
@@ -239,6 +239,14 @@ def _run_trial(data: RealData, setup: TrialSetup, searched: dict[str, Any], optu
     if first is not None:
         final |= {"final_val_acc": float(first.val_mean), "final_test_acc": float(first.test_mean)}
     tune.report(final | {"eval_seconds": float(outcome.eval_seconds)})
+
+
+def last_evaluation(evals: list[EvalPoint], meta: dict[str, Any]) -> tuple[float, float]:
+    """(val_acc, test_acc) at the trial's last iteration: this attempt's last evaluation, or, when
+    it resumed from the last iteration's checkpoint and so evaluated nothing, the checkpoint's."""
+    if evals:
+        return float(evals[-1].val_acc), float(evals[-1].test_acc)
+    return float(meta.get("val_acc", math.nan)), float(meta.get("test_acc", math.nan))
 
 
 def _drain_quietly(outbox: tracking_outbox.Outbox, limit_s: float) -> None:
