@@ -273,9 +273,9 @@ class StudySearcher(_searcher_class()):  # type: ignore[misc]
             if state == optuna.trial.TrialState.PRUNED and isinstance(self.metric, str) and result:
                 # The scheduler's stop decision came with this result, which Tune hands to
                 # on_trial_complete only: record it as the pruned trial's last intermediate value.
-                value, step = result.get(self.metric), result.get("iteration")
-                if isinstance(value, (int, float)) and math.isfinite(value) and isinstance(step, int):
-                    ot_trial.report(float(value), step)
+                cut = last_value(result, [self.metric])
+                if cut is not None:
+                    ot_trial.report(cut[1], cut[0])
             self._ot_study.tell(ot_trial, state=state)
         except Exception as err:  # noqa: BLE001 - e.g. already finished before a restore
             import logging
