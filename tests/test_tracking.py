@@ -74,6 +74,36 @@ def test_runs_tune_left_open_close_as_the_callback_would(store: str) -> None:
     assert client.get_run(final).info.status == "FINISHED" and tracking.TAG_STOPPED not in client.get_run(final).data.tags
 
 
+def test_runs_a_resume_swept_are_closed_as_tune_ended_their_trials(store: str) -> None:
+    """The driver died after Tune ended two trials but before their runs were closed. The resumed
+    study's sweep KILLs both runs and Tune does not run those trials again, so the study's end must
+    still close them as Tune ended them; a run KILLED for another reason keeps its status."""
+    from ddsearch.search.tuner import close_trial_run
+
+    runs = StudyRuns.in_experiment(store, "exp")
+    parent = runs.create_parent("s")
+    done = runs.open_trial("t1", None, "trial-000", {})
+    cut = runs.open_trial("t2", None, "trial-001", {})
+    stopped_by_user = runs.open_trial("t3", None, "trial-002", {})
+    runs.fail(stopped_by_user, "KeyboardInterrupt: ", status="KILLED", outcome=None)
+
+    resumed = StudyRuns.in_experiment(store, "exp")
+    assert not resumed.open_parent("s", parent, restored=True, description="s", state_dir="/tmp/s")
+    client = tracking_store.client(store)
+    assert [client.get_run(r).info.status for r in (done, cut)] == ["KILLED", "KILLED"]  # the sweep
+
+    session = {"started": time.time() - 100.0, "time_budget_s": 90.0, "scheduler": "asha", "study": "s"}
+    assert close_trial_run(resumed, session, "t1", {"iteration": 60, "final": 1, "mlflow_run_id": done})
+    assert close_trial_run(resumed, session, "t2", {"iteration": 40, "val_acc": 0.5})
+    assert not close_trial_run(resumed, session, "t3", {"iteration": 60, "final": 1})
+    for run_id in (done, cut):
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and tracking.TAG_INTERRUPTED not in run.data.tags, run.data.tags
+    assert client.get_run(cut).data.tags[tracking.TAG_OUTCOME] == "stopped_early"
+    assert client.get_run(stopped_by_user).info.status == "KILLED"
+    assert not close_trial_run(resumed, session, "t1", {"iteration": 60, "final": 1})  # closed once
+
+
 def test_log_table_is_written_once(tmp_path: Path, store: str) -> None:
     import pandas as pd
 

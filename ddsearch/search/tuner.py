@@ -91,15 +91,18 @@ class RunStatusCallback(Callback):
 
 def close_trial_run(runs: StudyRuns, session: dict[str, Any], trial_id: str, result: dict[str, Any],
                     error: str | None = None) -> bool:
-    """End a Tune trial's run if it is still RUNNING: FAILED with ``error``, FINISHED when ``result``
-    is final, else FINISHED as stopped early, saying why (the scheduler or the time budget).
+    """End a Tune trial's run if nothing has ended it yet: FAILED with ``error``, FINISHED when
+    ``result`` is final, else FINISHED as stopped early, saying why (the scheduler or the time budget).
 
     The callback does this as Tune ends each trial; the end of a study does it again for the
-    trials Tune stopped without a callback (those its time budget cut). True if a run was closed.
+    trials Tune stopped without a callback (those its time budget cut), and for those a resumed
+    study's sweep KILLED although Tune had ended them before the driver died. True if a run was closed.
     """
-    run = runs.running_trial(trial_id, result.get("mlflow_run_id"))
+    run = runs.unclosed_trial(trial_id, result.get("mlflow_run_id"))
     if run is None:
         return False
+    if run["status"] == "KILLED":  # a resume's sweep closed it before Tune's end was known
+        runs.clear_interrupted(run["run_id"])
     if error is not None:
         runs.fail(run["run_id"], error)
     elif result.get("final"):

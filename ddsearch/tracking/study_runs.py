@@ -49,6 +49,8 @@ TAG_LOST = "ddsearch.lost"
 TAG_FAILURE = "ddsearch.failure"
 TAG_OUTCOME = "ddsearch.outcome"
 TAG_INTERRUPTED = "ddsearch.interrupted"
+# why a resumed study KILLs the trial runs its dead driver left RUNNING (see ``open_parent``)
+DRIVER_STOPPED = "the study's driver stopped"
 # parent runs
 TAG_STATE_DIR = "ddsearch.state_dir"
 TAG_SUPERSEDED = "ddsearch.superseded"
@@ -152,7 +154,7 @@ class StudyRuns:
                 delete_tag(self.uri, self.parent_id, tag, self.client)
         self.set_tags(self.parent_id, {TAG_RESUMES: int(parent.data.tags.get(TAG_RESUMES, "0")) + 1})
         # their trials died with the driver; a resumed trial reopens its run
-        self.close_running("the study's driver stopped")
+        self.close_running(DRIVER_STOPPED)
         return False
 
     def interrupt_parent(self, why: str) -> None:
@@ -210,14 +212,24 @@ class StudyRuns:
         self.set_tags(run_id, tags | {TAG_ATTEMPTS: attempts})
         return run_id
 
-    def running_trial(self, trial_id: str, run_id: str | None = None) -> dict[str, Any] | None:
-        """The trial's run as a record while it is RUNNING (by run id, else by trial id); else None."""
+    def unclosed_trial(self, trial_id: str, run_id: str | None = None) -> dict[str, Any] | None:
+        """The trial's run as a record (by run id, else by trial id) while nothing has ended it; else None.
+
+        That is RUNNING, or KILLED only by a resume's sweep: Tune may have ended the trial before its
+        driver died (the time budget cut it, or the callback was about to close it), and then Tune
+        does not run it again, so its end is still to be written.
+        """
         run = get_run_or_none(self.uri, run_id, self.client) if run_id else None
         if run is None:
             run = self._find_trial(trial_id)
-        if run is None or run.info.status != "RUNNING":
+        if run is None:
             return None
-        return run_record(run)
+        swept = run.info.status == "KILLED" and run.data.tags.get(TAG_INTERRUPTED) == DRIVER_STOPPED
+        return run_record(run) if run.info.status == "RUNNING" or swept else None
+
+    def clear_interrupted(self, run_id: str) -> None:
+        """Drop a resume sweep's 'interrupted' tag from a run that is being closed for real."""
+        delete_tag(self.uri, run_id, TAG_INTERRUPTED, self.client)
 
     def note_retry(self, trial_id: str, reason: str) -> None:
         """Tune retries the trial (e.g. its node died): why the attempt before ended, on the run it keeps."""
