@@ -13,6 +13,7 @@ from ddsearch.atomic_files import lock_file_for, locked, replacing, write_text_a
 from ddsearch.nas import truth
 
 MERGES_PER_PROCESS = 40
+RACE_WINDOW_S = 0.002
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial(tmp_path: Path) -> None:
@@ -33,7 +34,23 @@ def _merge_unlocked(path: Path, name: str) -> None:
     write_text_atomic(path, json.dumps({"key": {"k": 1}, "results": stored | {name: {"acc": 0.5}}}))
 
 
-def _merge_many(path: str, tag: str, use_lock: bool) -> None:
+def _widen_the_race_window() -> None:
+    """Pause between each merge's read and its write (in this forked child only), so the unlocked
+    control races on any machine, however the two processes are scheduled; the locked merges get
+    the same pause."""
+    read = truth.read_truth_table
+
+    def read_then_pause(path: Path):
+        found = read(path)
+        time.sleep(RACE_WINDOW_S)
+        return found
+
+    truth.read_truth_table = read_then_pause
+
+
+def _merge_many(path: str, tag: str, use_lock: bool, start) -> None:
+    _widen_the_race_window()
+    start.wait(30)  # both processes merge at the same time
     for i in range(MERGES_PER_PROCESS):
         name = f"{tag}-{i}"
         if use_lock:
@@ -44,7 +61,8 @@ def _merge_many(path: str, tag: str, use_lock: bool) -> None:
 
 def _run_side_by_side(path: Path, use_lock: bool) -> int:
     context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=_merge_many, args=(str(path), tag, use_lock)) for tag in "ab"]
+    start = context.Barrier(2)
+    workers = [context.Process(target=_merge_many, args=(str(path), tag, use_lock, start)) for tag in "ab"]
     for worker in workers:
         worker.start()
     for worker in workers:
