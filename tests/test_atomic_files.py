@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ def _widen_the_race_window() -> None:
     truth.read_truth_table = read_then_pause
 
 
-def _merge_many(path: str, tag: str, use_lock: bool, start) -> None:
+def _merge_many(path: str, tag: str, use_lock: bool, start: Barrier) -> None:
     _widen_the_race_window()
     start.wait(30)  # both processes merge at the same time
     for i in range(MERGES_PER_PROCESS):

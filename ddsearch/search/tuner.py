@@ -101,8 +101,7 @@ def close_trial_run(runs: StudyRuns, session: dict[str, Any], trial_id: str, res
     run = runs.unclosed_trial(trial_id, result.get("mlflow_run_id"))
     if run is None:
         return False
-    if run["status"] == "KILLED":  # a resume's sweep closed it before Tune's end was known
-        runs.clear_interrupted(run["run_id"])
+    runs.clear_sweep(run)  # a resume's sweep may have KILLED it before Tune's end was known
     if error is not None:
         runs.fail(run["run_id"], error)
     elif result.get("final"):

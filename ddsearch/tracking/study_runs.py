@@ -227,9 +227,10 @@ class StudyRuns:
         swept = run.info.status == "KILLED" and run.data.tags.get(TAG_INTERRUPTED) == DRIVER_STOPPED
         return run_record(run) if run.info.status == "RUNNING" or swept else None
 
-    def clear_interrupted(self, run_id: str) -> None:
-        """Drop a resume sweep's 'interrupted' tag from a run that is being closed for real."""
-        delete_tag(self.uri, run_id, TAG_INTERRUPTED, self.client)
+    def clear_sweep(self, record: dict[str, Any]) -> None:
+        """Before a run from ``unclosed_trial`` is closed for real: drop a resume sweep's 'interrupted' tag."""
+        if record["tags"].get(TAG_INTERRUPTED) == DRIVER_STOPPED:
+            delete_tag(self.uri, record["run_id"], TAG_INTERRUPTED, self.client)
 
     def note_retry(self, trial_id: str, reason: str) -> None:
         """Tune retries the trial (e.g. its node died): why the attempt before ended, on the run it keeps."""
