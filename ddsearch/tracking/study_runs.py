@@ -65,6 +65,11 @@ TAG_DATASET = "ddsearch.dataset"
 TAG_PROTOCOL = "ddsearch.protocol"  # how protocol_* metrics were measured (ddsearch reevaluate)
 
 
+def _swept_by_resume(tags: dict[str, str]) -> bool:
+    """Whether a resumed study's sweep (not Ctrl+C, not a failure) is what marked this run interrupted."""
+    return tags.get(TAG_INTERRUPTED) == DRIVER_STOPPED
+
+
 class StudyRuns:
     """The runs of one study (or one single run) in one experiment, through one client."""
 
@@ -224,12 +229,12 @@ class StudyRuns:
             run = self._find_trial(trial_id)
         if run is None:
             return None
-        swept = run.info.status == "KILLED" and run.data.tags.get(TAG_INTERRUPTED) == DRIVER_STOPPED
+        swept = run.info.status == "KILLED" and _swept_by_resume(run.data.tags)
         return run_record(run) if run.info.status == "RUNNING" or swept else None
 
     def clear_sweep(self, record: dict[str, Any]) -> None:
         """Before a run from ``unclosed_trial`` is closed for real: drop a resume sweep's 'interrupted' tag."""
-        if record["tags"].get(TAG_INTERRUPTED) == DRIVER_STOPPED:
+        if _swept_by_resume(record["tags"]):
             delete_tag(self.uri, record["run_id"], TAG_INTERRUPTED, self.client)
 
     def note_retry(self, trial_id: str, reason: str) -> None:
