@@ -177,19 +177,24 @@ def train_epoch(
     """One pass over ``x[indices]`` (CPU indices) in a random order, with per-image DSA.
 
     All randomness comes from ``generator``; labels may be hard ids or soft-label logits. Under
-    bf16 only the network runs in low precision; augmentation, loss and SGD stay fp32.
+    bf16 only the network runs in low precision; augmentation, loss and SGD stay fp32. The
+    optimiser steps with a closure, so a sharpness-aware one can take its second gradient.
     """
     net.train()
     order = indices[torch.randperm(len(indices), generator=generator)].to(x.device, non_blocking=True)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        batch = dsa(x[idx], generator=generator)
-        with autocast(precision, x.device):
-            logits = net(batch)
-        loss = soft_cross_entropy(logits.float(), y[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        batch, targets = dsa(x[idx], generator=generator), y[idx]
+
+        def closure() -> torch.Tensor:  # SharpnessAware evaluates it twice on the same batch
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(precision, x.device):
+                logits = net(batch)
+            loss = soft_cross_entropy(logits.float(), targets)
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
 
 
 def evaluate_synset(

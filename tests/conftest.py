@@ -107,6 +107,19 @@ def tiny_study_yaml(name: str, budget: str = "{num_samples: 1, max_concurrent: 1
     )
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny tensors: a second thread only adds sync cost, and on
+    a busy 2-core machine OpenMP spinning made such modules 5-10x slower. Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn digits (8x8) loaded once per session on the CPU."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -12,6 +11,8 @@ from torch.func import functional_call, stack_module_state, vmap
 from ddsearch.errors import DDSearchError
 from ddsearch.models import ConvNet, convnet_name, get_network, is_conv_family, list_models
 from ddsearch.models.convnet import CONVNET_ALIASES, CONVNET_DEFAULTS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIZES = (8, 28, 32, 64, 128, 224)
 NUM_CLASSES = 10
@@ -36,16 +37,6 @@ def _device_for(name: str, size: int) -> str:
     if size <= 64:
         return "meta" if name in EXPENSIVE else "cpu"
     return "cpu" if name in REAL_ABOVE_64 else "meta"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """These tensors are tiny: a second intra-op thread only adds sync cost, and on a busy 2-core
-    machine OpenMP spinning made this file 5x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

@@ -38,6 +38,8 @@ from ddsearch.methods.pad import experts as experts_mod
 from ddsearch.methods.pad import scores as scores_mod
 from ddsearch.models import get_network
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ARCH = "ConvNet-d2-w16-relu-instancenorm-avgpool"
 ARCH32 = "ConvNet-d2-w32-relu-instancenorm-avgpool"
 
@@ -50,15 +52,6 @@ def tiny(cache: Path, **overrides) -> PADSettings:
         init_ratio=0.5, add_end_epoch=2, rm_epoch_first=4, rm_epoch_second=4, cache_dir=str(cache),
     )
     return PADSettings(**(base | overrides))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP oversubscription costs 10x."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

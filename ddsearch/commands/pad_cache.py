@@ -57,7 +57,7 @@ def _load(study_path: str, overrides: list[str] | None) -> tuple[Study, PADSetti
 
 _CACHE_SHAPING = {
     "arch", "lr_teacher", "expert_train_epochs", "expert_batch", "expert_momentum", "expert_weight_decay",
-    "init_ratio", "add_end_epoch", "rm_epoch_first", "rm_easy_ratio_first", "rm_epoch_second",
+    "expert_sam_rho", "init_ratio", "add_end_epoch", "rm_epoch_first", "rm_easy_ratio_first", "rm_epoch_second",
     "rm_easy_ratio_second", "score", "score_models", "score_epochs", "num_experts", "dsa_strategy",
 }
 

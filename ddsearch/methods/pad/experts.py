@@ -1,9 +1,10 @@
 """Expert trajectories: networks trained on the difficulty-scheduled real set, one snapshot per epoch.
 
 Expert ``k`` trains ``expert_train_epochs`` epochs with SGD (``lr_teacher``, ``expert_momentum``,
-``expert_weight_decay``), batch ``expert_batch`` and per-image DSA, on the subset PAD's scheduler
-picks at each epoch. Its flat parameters are kept at epoch 0 and after every epoch, and its logits
-on the real training images (final snapshot, eval mode) are kept for soft-label initialisation.
+``expert_weight_decay``; sharpness-aware, as FTD's flat experts, when ``expert_sam_rho > 0``),
+batch ``expert_batch`` and per-image DSA, on the subset PAD's scheduler picks at each epoch. Its
+flat parameters are kept at epoch 0 and after every epoch, and its logits on the real training
+images (final snapshot, eval mode) are kept for soft-label initialisation.
 
 Each expert is one verified safetensors file in a directory named by a hash of everything that
 shapes it (data set, architecture, expert, scheduler and score settings, seed). Expert ``k`` has
@@ -35,6 +36,7 @@ from ddsearch.models import seeded_network
 from ddsearch.methods.pad.flat import ParamLayout
 from ddsearch.methods.pad.scheduler import epoch_indices, sort_by_score
 from ddsearch.methods.pad.scores import dsa_strategy, get_scores, score_description
+from ddsearch.methods.pad.sharpness import SharpnessAware
 
 _SCHEDULE_FIELDS = ("init_ratio", "add_end_epoch", "rm_epoch_first", "rm_easy_ratio_first",
                     "rm_epoch_second", "rm_easy_ratio_second")
@@ -68,7 +70,9 @@ def expert_description(data: RealData, settings: PADSettings, seed: int, precisi
         "kind": "pad-expert",
         "precision": resolve_precision(precision, data.train_x.device),
         "data": _cache.data_identity(data),
-        "expert": {f: getattr(settings, f) for f in _EXPERT_FIELDS},
+        "expert": {f: getattr(settings, f) for f in _EXPERT_FIELDS}
+        # only when set: plain-SGD experts keep the keys of the caches built before the option
+        | ({"sam_rho": settings.expert_sam_rho} if settings.expert_sam_rho else {}),
         "schedule": {f: getattr(settings, f) for f in _SCHEDULE_FIELDS},
         "scores": score_description(data, settings, seed, precision),
         "dsa": dsa_strategy(settings, data),
@@ -104,8 +108,11 @@ def train_expert(
     device = data.train_x.device
     net = seeded_network(settings.arch, data.channels, data.num_classes, data.image_size, expert_seed).to(device)
     layout = ParamLayout.of(net)
-    optimizer = torch.optim.SGD(net.parameters(), lr=settings.lr_teacher, momentum=settings.expert_momentum,
-                                weight_decay=settings.expert_weight_decay)
+    optimizer: torch.optim.Optimizer = torch.optim.SGD(
+        net.parameters(), lr=settings.lr_teacher, momentum=settings.expert_momentum,
+        weight_decay=settings.expert_weight_decay)
+    if settings.expert_sam_rho:
+        optimizer = SharpnessAware(optimizer, settings.expert_sam_rho)
     dsa = DSA(dsa_strategy(settings, data))
     snapshots = [layout.flatten(net).cpu()]
     for epoch in tqdm(range(settings.expert_train_epochs), desc=f"expert {index}", disable=not progress,

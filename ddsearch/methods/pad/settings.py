@@ -43,6 +43,9 @@ class PADSettings(MethodBase):
     expert_batch: int = Field(256, gt=0)
     expert_momentum: float = Field(0.0, ge=0, lt=1, description="experts' SGD momentum (MTT: 0)")
     expert_weight_decay: float = Field(0.0, ge=0, description="experts' SGD weight decay (MTT: 0)")
+    expert_sam_rho: float = Field(
+        0.0, ge=0, description="sharpness-aware (SAM) radius for flat experts as in FTD (0: plain SGD, as MTT/PAD)"
+    )
     workers: int = Field(1, gt=0, description="processes that train missing experts in parallel")
     cache_dir: str | None = Field(
         None, description="cache of scores and expert buffers; default $DDSEARCH_CACHE or ~/.cache/ddsearch"
