@@ -29,6 +29,7 @@ from ddsearch.data import RealData, load_dataset
 from ddsearch.evaluate import TrainSettings, evaluate_synset
 from ddsearch.methods.pad import PAD, PADSettings, get_experts, get_scores
 from ddsearch.methods.pad.flat import ParamLayout, forward_flat
+from ddsearch.methods.pad.sharpness import top_hessian_eigenvalue
 from ddsearch.models import seeded_network
 
 
@@ -43,21 +44,14 @@ def pad_settings(args: argparse.Namespace, cache: str, rho: float) -> PADSetting
     )
 
 
-def top_hessian_eigenvalue(arch: str, data: RealData, flat: torch.Tensor, iters: int = 20) -> float:
-    """Power iteration on Hessian-vector products of the training loss at the flat weights ``flat``."""
+def expert_sharpness(arch: str, data: RealData, flat: torch.Tensor) -> float:
+    """Top Hessian eigenvalue of the training loss (2,048 fixed images) at an expert's flat weights."""
     net = seeded_network(arch, data.channels, data.num_classes, data.image_size, 0).to(flat.device).train()
     layout, buffers = ParamLayout.of(net), dict(net.named_buffers())
     rows = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(0))[:2048]
-    x, y = data.train_x[rows], data.train_y[rows]
     w = flat.detach().clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(F.cross_entropy(forward_flat(net, layout, w, x, buffers), y), w, create_graph=True)
-    v = torch.randn(w.shape, generator=torch.Generator().manual_seed(1)).to(w.device)
-    value = torch.tensor(0.0)
-    for _ in range(iters):
-        v = v / v.norm()
-        (hv,) = torch.autograd.grad(grad, w, grad_outputs=v, retain_graph=True)
-        value, v = (v * hv).sum(), hv.detach()
-    return float(value)
+    loss = F.cross_entropy(forward_flat(net, layout, w, data.train_x[rows], buffers), data.train_y[rows])
+    return top_hessian_eigenvalue(loss, [w], seed=1)  # the start vector of the committed figures
 
 
 def one_arm(args: argparse.Namespace, data: RealData, seed: int, rho: float, cache: str) -> dict[str, Any]:
@@ -67,7 +61,7 @@ def one_arm(args: argparse.Namespace, data: RealData, seed: int, rho: float, cac
     start = time.perf_counter()
     buffer = get_experts(data, settings, seed=seed)
     expert_seconds = time.perf_counter() - start
-    sharpness = [top_hessian_eigenvalue(args.arch, data, traj[-1]) for traj in buffer.trajectories]
+    sharpness = [expert_sharpness(args.arch, data, traj[-1]) for traj in buffer.trajectories]
     protocol = TrainSettings(epochs=args.eval_epochs, dsa_strategy=default_strategy(data.name))
 
     def accuracy(pad: PAD) -> tuple[float, float]:

@@ -11,7 +11,7 @@ from ddsearch.evaluate import train_epoch
 from ddsearch.methods.pad import PADSettings, get_experts
 from ddsearch.methods.pad import _cache
 from ddsearch.methods.pad.experts import expert_description
-from ddsearch.methods.pad.sharpness import SharpnessAware
+from ddsearch.methods.pad.sharpness import SharpnessAware, top_hessian_eigenvalue
 from ddsearch.models import seeded_network
 
 ARCH = "ConvNet-d2-w16-relu-instancenorm-avgpool"
@@ -59,21 +59,6 @@ def test_bad_use_is_refused() -> None:
         SharpnessAware(torch.optim.SGD(net.parameters(), lr=0.1), 0.05).step()
 
 
-def top_hessian_eigenvalue(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, iters: int = 30) -> float:
-    """Power iteration on Hessian-vector products of the full-batch training loss."""
-    params = list(net.parameters())
-    grads = torch.autograd.grad(F.cross_entropy(net(x), y), params, create_graph=True)
-    v = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(params)]
-    value = torch.tensor(0.0)
-    for _ in range(iters):
-        norm = torch.sqrt(sum(a.square().sum() for a in v))
-        v = [a / norm for a in v]
-        hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
-        value = sum((a * h).sum() for a, h in zip(v, hv))
-        v = [h.detach() for h in hv]
-    return float(value)
-
-
 def test_sam_reaches_a_flatter_point_than_sgd_at_no_higher_loss(digits) -> None:
     """SGD sharpens as its loss falls; SAM's weights are flatter than SGD's first weights at SAM's loss."""
     rows = torch.arange(len(digits.train_y))
@@ -94,8 +79,10 @@ def test_sam_reaches_a_flatter_point_than_sgd_at_no_higher_loss(digits) -> None:
     sam_loss = loss_of(sam_net)
     sgd_net = next(net for net in trained(lambda net: torch.optim.SGD(net.parameters(), lr=0.01), 30)
                    if loss_of(net) <= sam_loss)
-    sam_sharpness = top_hessian_eigenvalue(sam_net, digits.train_x, digits.train_y)
-    sgd_sharpness = top_hessian_eigenvalue(sgd_net, digits.train_x, digits.train_y)
+    def sharpness(net: torch.nn.Module) -> float:
+        return top_hessian_eigenvalue(F.cross_entropy(net(digits.train_x), digits.train_y), list(net.parameters()), 30)
+
+    sam_sharpness, sgd_sharpness = sharpness(sam_net), sharpness(sgd_net)
     print(f"loss SAM {sam_loss:.4f} vs SGD {loss_of(sgd_net):.4f}; top eigenvalue SAM {sam_sharpness:.2f}, "
           f"SGD {sgd_sharpness:.2f}")
     assert sam_sharpness < 0.75 * sgd_sharpness

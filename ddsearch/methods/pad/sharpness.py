@@ -36,11 +36,28 @@ class SharpnessAware(torch.optim.Optimizer):
             loss = closure()
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         if params:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
-            shifts = torch._foreach_mul([p.grad for p in params], self.rho / (norm + 1e-12))
+            grads = [p.grad for p in params]
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            shifts = torch._foreach_mul(grads, self.rho / (norm + 1e-12))
             torch._foreach_add_(params, shifts)
             with torch.enable_grad():
                 closure()
             torch._foreach_sub_(params, shifts)
         self.base.step()
         return loss
+
+
+def top_hessian_eigenvalue(loss: torch.Tensor, params: list[torch.Tensor], iters: int = 20, seed: int = 0) -> float:
+    """Sharpness: the largest Hessian eigenvalue of ``loss`` in ``params``, by power iteration on
+    Hessian-vector products (the start vector comes from ``seed``, so the figure is reproducible)."""
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    generator = torch.Generator().manual_seed(seed)
+    v = [torch.randn(p.shape, generator=generator).to(p.device) for p in params]
+    value = torch.tensor(0.0)
+    for _ in range(iters):
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(v)))
+        v = [a / norm for a in v]
+        hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
+        value = sum((a * h).sum() for a, h in zip(v, hv))
+        v = [h.detach() for h in hv]
+    return float(value)
