@@ -112,12 +112,14 @@ def test_tables_tell_budgets_and_evaluator_lrs_apart() -> None:
                           eval_lr_value=0.01)
     learned = base | dict(method="pad", test_acc_mean=0.95, iterations=750, target=0.98, target_met=False,
                           short_by=0.03, eval_lr="learned", eval_lr_value=0.0315)
-    protocol = learned | dict(test_acc_mean=0.97, eval_lr="protocol", eval_lr_value=0.01, short_by=0.01)
+    protocol = learned | dict(test_acc_mean=0.97, val_acc_mean=0.9612, eval_lr="protocol", eval_lr_value=0.01,
+                              short_by=0.01)
     longer = protocol | dict(iterations=3000)
     rows = [line for line in targets_table([herding, protocol, learned, longer]) if line.startswith("| pad")]
     assert [row.split(" | ")[2:4] for row in rows] == [
         ["750", "5 × 1000 (learned 0.0315)"], ["750", "5 × 1000 (0.01)"], ["3000", "5 × 1000 (0.01)"]]
     assert rows[0].endswith("| **no** |") and rows[1].endswith("| yes |")  # -1.00 against +1.00 over herding
+    assert [row.split(" | ")[4:6] for row in rows[:2]] == [["95.00", "–"], ["97.00", "96.12"]]  # val beside test
     pad_row = next(line for line in accuracy_table([herding, learned, protocol], 1000, 5, published=False)
                    if line.startswith("| pad"))
     assert "97.00 ± 0.10 |" in pad_row and "learned" not in pad_row
