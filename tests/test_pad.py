@@ -34,6 +34,7 @@ from ddsearch.methods.pad import (
     selection_mask,
     sort_by_score,
 )
+from ddsearch.methods.pad import _cache
 from ddsearch.methods.pad import experts as experts_mod
 from ddsearch.methods.pad import scores as scores_mod
 from ddsearch.models import get_network
@@ -230,6 +231,30 @@ def test_cache_hit_does_not_retrain(digits, cache, monkeypatch) -> None:
     with pytest.raises(AssertionError, match="retrained"):
         get_experts(digits, tiny(cache, lr_teacher=0.02), seed=0)
 
+
+
+def test_cache_fields_are_what_shapes_the_cache_keys(digits, cache) -> None:
+    """``CACHE_FIELDS`` (the searched keys `ddsearch experts` warns about) held to the real cache keys."""
+    base = tiny(cache)
+
+    def keys(settings: PADSettings) -> tuple[str, str]:
+        return (_cache.make_key(experts_mod.expert_description(digits, settings, seed=0)),
+                _cache.make_key(scores_mod.score_description(digits, settings, seed=0)))
+
+    shaping = {"arch": ARCH32, "lr_teacher": 0.02, "expert_train_epochs": 6, "expert_batch": 64,
+               "expert_momentum": 0.5, "expert_weight_decay": 1e-4, "expert_sam_rho": 0.05, "init_ratio": 0.6,
+               "add_end_epoch": 3, "rm_epoch_first": 5, "rm_easy_ratio_first": 0.2, "rm_epoch_second": 5,
+               "rm_easy_ratio_second": 0.3, "score": "grand", "score_models": 2, "score_epochs": 2,
+               "dsa_strategy": "none"}
+    assert set(shaping) == experts_mod.CACHE_FIELDS - {"num_experts"}  # num_experts: how many, not which
+    for field, value in shaping.items():
+        assert keys(base.model_copy(update={field: value})) != keys(base), field
+    assert keys(base.model_copy(update={"num_experts": 5})) == keys(base)  # expert k's file is the same
+    not_shaping = {"lr_img": 10.0, "syn_steps": 7, "alpha": 0.5, "ipc": 3, "iterations": 9,
+                   "expert_epochs": 1, "max_start_epoch": 1, "lr_y": 3.0, "soft_labels": False}
+    assert not set(not_shaping) & experts_mod.CACHE_FIELDS
+    for field, value in not_shaping.items():
+        assert keys(base.model_copy(update={field: value})) == keys(base), field
 
 def test_scores_are_cached_and_el2n_matches_definition(digits, cache, monkeypatch) -> None:
     settings = tiny(cache)

@@ -16,7 +16,6 @@ from ddsearch.models import seeded_network
 
 ARCH = "ConvNet-d2-w16-relu-instancenorm-avgpool"
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -79,6 +78,7 @@ def test_sam_reaches_a_flatter_point_than_sgd_at_no_higher_loss(digits) -> None:
     sam_loss = loss_of(sam_net)
     sgd_net = next(net for net in trained(lambda net: torch.optim.SGD(net.parameters(), lr=0.01), 30)
                    if loss_of(net) <= sam_loss)
+
     def sharpness(net: torch.nn.Module) -> float:
         return top_hessian_eigenvalue(F.cross_entropy(net(digits.train_x), digits.train_y), list(net.parameters()), 30)
 

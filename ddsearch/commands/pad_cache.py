@@ -45,7 +45,9 @@ def _load(study_path: str, overrides: list[str] | None) -> tuple[Study, PADSetti
             "use a study with method.name: pad (e.g. studies/mnist_pad.yaml)"
         )
     if study.search:
-        touched = sorted(set(study.search) & _CACHE_SHAPING)
+        from ddsearch.methods.pad.experts import CACHE_FIELDS
+
+        touched = sorted(set(study.search) & CACHE_FIELDS)
         if touched:
             print(f"note: the search varies {', '.join(touched)}; this builds the cache for the study's fixed values only")
     from ddsearch.methods.pad.matching import PAD
@@ -53,13 +55,6 @@ def _load(study_path: str, overrides: list[str] | None) -> tuple[Study, PADSetti
     data = load_study_data(study)
     PAD.validate(study.method, data)  # an unwritable cache folder fails here, before any training
     return study, study.method, data
-
-
-_CACHE_SHAPING = {
-    "arch", "lr_teacher", "expert_train_epochs", "expert_batch", "expert_momentum", "expert_weight_decay",
-    "expert_sam_rho", "init_ratio", "add_end_epoch", "rm_epoch_first", "rm_easy_ratio_first", "rm_epoch_second",
-    "rm_easy_ratio_second", "score", "score_models", "score_epochs", "num_experts", "dsa_strategy",
-}
 
 
 def scores_command(study_path: str, overrides: list[str] | None = None) -> int:

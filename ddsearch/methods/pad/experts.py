@@ -42,6 +42,11 @@ _SCHEDULE_FIELDS = ("init_ratio", "add_end_epoch", "rm_epoch_first", "rm_easy_ra
                     "rm_epoch_second", "rm_easy_ratio_second")
 _EXPERT_FIELDS = ("arch", "lr_teacher", "expert_train_epochs", "expert_batch", "expert_momentum",
                   "expert_weight_decay")
+# Every settings field that shapes the cached scores or experts (num_experts: how many get built), so
+# `ddsearch experts` can tell which searched keys a prebuilt cache cannot serve; a test holds it to the
+# keys of expert_description and score_description.
+CACHE_FIELDS = frozenset({*_EXPERT_FIELDS, "expert_sam_rho", *_SCHEDULE_FIELDS, "score", "score_models",
+                          "score_epochs", "dsa_strategy", "num_experts"})
 
 
 @dataclass
