@@ -232,7 +232,6 @@ def test_cache_hit_does_not_retrain(digits, cache, monkeypatch) -> None:
         get_experts(digits, tiny(cache, lr_teacher=0.02), seed=0)
 
 
-
 def test_cache_fields_are_what_shapes_the_cache_keys(digits, cache) -> None:
     """``CACHE_FIELDS`` (the searched keys `ddsearch experts` warns about) held to the real cache keys."""
     base = tiny(cache)
@@ -255,6 +254,7 @@ def test_cache_fields_are_what_shapes_the_cache_keys(digits, cache) -> None:
     assert not set(not_shaping) & experts_mod.CACHE_FIELDS
     for field, value in not_shaping.items():
         assert keys(base.model_copy(update={field: value})) == keys(base), field
+
 
 def test_scores_are_cached_and_el2n_matches_definition(digits, cache, monkeypatch) -> None:
     settings = tiny(cache)
