@@ -433,7 +433,7 @@ def targets_table(acc: list[dict[str, Any]]) -> list[str]:
         beats = ("yes" if versus[0] > versus[1] else "**no**") if versus else "–"
         lines.append(f"| {r['method']} | {r['ipc']} | {iterations_cell(r)} | {r['repeats']} × {r['epochs']} "
                      f"({evaluator_lr(r)}) | "
-                     f"{pct(r['test_acc_mean'])} | {pct(r.get('val_acc_mean'))} | "
+                     f"{pct(r['test_acc_mean'], r.get('test_acc_std'))} | {pct(r.get('val_acc_mean'))} | "
                      f"{pct(r['target'])} | {'yes' if r['target_met'] else '**no**'} | {100 * r['short_by']:.2f} | "
                      f"{over} | {beats} |")
     return lines + [""]

@@ -61,3 +61,21 @@ def test_nas_block_is_generated_from_the_json() -> None:
         expected = bench.truth_progress_lines(bench.TRUTH_FILE, bench.CANDIDATES)
     block = README.split("<!-- nas:begin -->")[1].split("<!-- nas:end -->")[0].strip()
     assert block == "\n".join(expected).strip(), "regenerate with: python benchmarks/bench_nas.py --stage report"
+
+
+def test_hand_written_results_rows_cite_files_that_hold_their_accuracies() -> None:
+    """Each row of the README's measured-results table names files that exist and hold its bold 'mean ± std'."""
+    table = README.split("## Results", 1)[1].split("### Reproduction table", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(("| what", "| ---"))]
+    assert len(rows) >= 10
+    results = REPO_ROOT / "benchmarks" / "results"
+    for row in rows:
+        measured, cited = [cell.strip() for cell in row.strip().strip("|").split("|")][-2:]
+        names = re.findall(r"`([^`]+\.(?:md|json))`", cited)
+        assert names, f"a results row cites no file: {row[:80]}"
+        missing = [name for name in names if not (results / name).is_file()]
+        assert not missing, f"cited but absent from benchmarks/results: {missing}"
+        held = "".join((results / name).read_text() for name in names)
+        for bold in re.findall(r"\*\*([^*]+)\*\*", measured):
+            for figure in re.findall(r"\d+\.\d+ ± \d+\.\d+", bold):
+                assert figure in held, f"{figure} is not in {names}"

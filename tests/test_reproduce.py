@@ -119,7 +119,8 @@ def test_tables_tell_budgets_and_evaluator_lrs_apart() -> None:
     assert [row.split(" | ")[2:4] for row in rows] == [
         ["750", "5 × 1000 (learned 0.0315)"], ["750", "5 × 1000 (0.01)"], ["3000", "5 × 1000 (0.01)"]]
     assert rows[0].endswith("| **no** |") and rows[1].endswith("| yes |")  # -1.00 against +1.00 over herding
-    assert [row.split(" | ")[4:6] for row in rows[:2]] == [["95.00", "–"], ["97.00", "96.12"]]  # val beside test
+    # test as mean ± std (the README's rows cite this table for both), val beside it
+    assert [row.split(" | ")[4:6] for row in rows[:2]] == [["95.00 ± 0.10", "–"], ["97.00 ± 0.10", "96.12"]]
     pad_row = next(line for line in accuracy_table([herding, learned, protocol], 1000, 5, published=False)
                    if line.startswith("| pad"))
     assert "97.00 ± 0.10 |" in pad_row and "learned" not in pad_row
