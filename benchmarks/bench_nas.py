@@ -394,7 +394,7 @@ def main() -> None:
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
     parser.add_argument("--epochs", type=int, default=150,
                         help="proxy/control training epochs (an IPC 10 set is one SGD step per epoch at batch 256; "
-                             "150 keeps the measured speed-up over the 50x bar on a 2-core CPU: 70x)")
+                             "150 keeps the measured speed-up over the 50x bar here; the report records it)")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--truth-epochs", type=int, default=10)
     parser.add_argument("--truth-seeds", type=int, default=2)
