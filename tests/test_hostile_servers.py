@@ -85,6 +85,12 @@ class Watcher:
                 pass
 
 
+def _as_from_a_terminal() -> None:
+    """Ctrl+C reaches a command typed at a terminal. A test run started in the background (``pytest &``)
+    ignores SIGINT, and its children inherit that and would never see the Ctrl+C this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "DDSEARCH_DEBUG")}
     return env | {"PYTHONPATH": str(REPO_ROOT), "DDSEARCH_CACHE": str(tmp_path / "cache")}
@@ -113,7 +119,7 @@ def test_study_and_ui_listen_on_loopback_only_and_leave_nothing_behind(tmp_path:
         study.poll()
         time.sleep(0.5)
     ui = subprocess.Popen([sys.executable, "-m", "ddsearch.cli", "ui", "--port", str(port)], cwd=tmp_path, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal)
     browser = Watcher(ui)
     state = {"serving": False}
 
