@@ -36,6 +36,8 @@ from ddsearch.augment import default_strategy
 from ddsearch.config import Study, load_study
 from ddsearch.data import RealData
 from ddsearch.evaluate import EvalResult, TrainSettings, evaluate_synset, train_on_real
+from ddsearch.methods.pad.matching import start_epoch_upper
+from ddsearch.methods.pad.settings import PADSettings
 from ddsearch.synset import SyntheticSet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -444,7 +446,7 @@ def budget_note(record: dict[str, Any]) -> str:
     s = record.get("settings") or {}
     if s.get("name") != "pad":
         return f"batch_real {s['batch_real']}" if "batch_real" in s else "–"
-    start = max(s["max_start_epoch"], s.get("max_start_epoch_final") or 0)
+    start = start_epoch_upper(PADSettings.model_construct(**s), s["iterations"] - 1)  # the bound this run reached
     return (f"EL2N {s['score_models']} × {s['score_epochs']} ep; {s['num_experts']} experts × "
             f"{s['expert_train_epochs']} ep; start ≤ {start}, {s['expert_epochs']} expert ep; "
             f"syn_steps {s['syn_steps']}, batch_syn {s['batch_syn'] or 'all'}; α {s['alpha']}")

@@ -55,6 +55,17 @@ def matching_loss(
     return num / den
 
 
+def start_epoch_upper(settings: PADSettings, iteration: int) -> int:
+    """Exclusive upper bound of the start epoch at ``iteration``: it grows linearly from max_start_epoch to
+    max_start_epoch_final over expansion_iterations (default: all), so a shorter run never reaches the end."""
+    s = settings
+    if s.max_start_epoch_final is None:
+        return s.max_start_epoch
+    span = s.expansion_iterations or s.iterations
+    grown = s.max_start_epoch + int((s.max_start_epoch_final - s.max_start_epoch) * iteration / span)
+    return min(grown, s.max_start_epoch_final)
+
+
 class PAD(Distiller):
     """Trajectory matching with difficulty-aligned experts and deep-parameter selection."""
 
@@ -153,13 +164,7 @@ class PAD(Distiller):
     # ---- one iteration --------------------------------------------------------------------
     def start_epoch_upper(self, iteration: int | None = None) -> int:
         """Exclusive upper bound of the start epoch at ``iteration`` (grows if max_start_epoch_final is set)."""
-        s = self.settings
-        it = self.iteration if iteration is None else iteration
-        if s.max_start_epoch_final is None:
-            return s.max_start_epoch
-        span = s.expansion_iterations or s.iterations
-        grown = s.max_start_epoch + int((s.max_start_epoch_final - s.max_start_epoch) * it / span)
-        return min(grown, s.max_start_epoch_final)
+        return start_epoch_upper(self.settings, self.iteration if iteration is None else iteration)
 
     def _draw(self, n: int) -> int:
         return int(torch.randint(0, n, (1,), generator=self.generator))
