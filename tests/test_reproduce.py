@@ -193,3 +193,14 @@ def test_runs_side_by_side_and_force_keep_each_others_records(tmp_path) -> None:
     saved = {(r["method"], r["ipc"]): r["test_acc_mean"] for r in forced.saved()}
     assert saved == {("datadam", 1): 0.89, ("datadam", 50): 0.98, ("herding", 50): 0.96}  # ... and keeps the rest
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_cost_table_states_the_start_bound_a_run_reached() -> None:
+    """A bound that grows over more iterations than the run took is reported where the run left it."""
+    reproduce = import_benchmark("reproduce")
+    settings = {"name": "pad", "iterations": 200, "max_start_epoch": 4, "max_start_epoch_final": 10,
+                "expansion_iterations": 2000, "score_models": 2, "score_epochs": 3, "num_experts": 2,
+                "expert_train_epochs": 14, "expert_epochs": 2, "syn_steps": 20, "batch_syn": 50, "alpha": 0.25}
+    assert "start ≤ 4," in reproduce.budget_note({"settings": settings})
+    assert "start ≤ 9," in reproduce.budget_note({"settings": settings | {"expansion_iterations": 200}})
+    assert "start ≤ 10," in reproduce.budget_note({"settings": settings | {"iterations": 2001}})
