@@ -448,7 +448,7 @@ def budget_note(record: dict[str, Any]) -> str:
         return f"batch_real {s['batch_real']}" if "batch_real" in s else "–"
     start = start_epoch_upper(PADSettings.model_construct(**s), s["iterations"] - 1)  # the bound this run reached
     return (f"EL2N {s['score_models']} × {s['score_epochs']} ep; {s['num_experts']} experts × "
-            f"{s['expert_train_epochs']} ep; start ≤ {start}, {s['expert_epochs']} expert ep; "
+            f"{s['expert_train_epochs']} ep; start < {start}, {s['expert_epochs']} expert ep; "
             f"syn_steps {s['syn_steps']}, batch_syn {s['batch_syn'] or 'all'}; α {s['alpha']}")
 
 

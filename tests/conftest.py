@@ -11,6 +11,35 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+# ---------------------------------------------------------------------- the suite's own Ray folder
+def pytest_configure(config) -> None:
+    """Every Ray the suite starts (in-process or in a ``ddsearch`` subprocess, which inherits the
+    variable) keeps its session folders, trial working directories and spools in one folder the
+    suite creates and removes, not in the shared ``/tmp/ray``. The path stays short: Ray's
+    sockets live under it and Unix socket paths are capped near 107 bytes."""
+    import tempfile
+
+    if "RAY_TMPDIR" not in os.environ:
+        config._ddsearch_ray_tmp = tempfile.mkdtemp(prefix="ddsearch-ray-")
+        os.environ["RAY_TMPDIR"] = config._ddsearch_ray_tmp
+
+
+def pytest_unconfigure(config) -> None:
+    import shutil
+
+    folder = getattr(config, "_ddsearch_ray_tmp", None)
+    if folder is None:
+        return
+    try:
+        import ray
+
+        ray.shutdown()  # its processes write into the folder until they exit
+    except ImportError:
+        pass
+    shutil.rmtree(folder, ignore_errors=True)
+    os.environ.pop("RAY_TMPDIR", None)
+
+
 def import_benchmark(name: str):
     """``benchmarks/<name>.py`` as a module (the benchmarks are scripts beside their ``common`` helper)."""
     import importlib

@@ -435,12 +435,15 @@ EVERY = 10  # evaluation (and checkpoint) interval of the crash test
 
 @pytest.mark.slow
 def test_killed_study_resumes_without_rerunning_or_duplicating(tmp_path: Path) -> None:
-    """SIGKILL the driver after a trial completed while another has a checkpoint; --resume ends it."""
+    """SIGKILL the driver after a trial completed while another has a checkpoint; --resume ends it.
+    The killed trials' scratch folders (spool, checkpoint staging) stay out of the system temp folder."""
     name = "crash"
     study = tiny_study(name, method={"iterations": 60}, evaluation={"eval_every": EVERY, "log_every": 5},
                        scheduler={"type": "none"}, budget={"num_samples": 4})
     path = write_study(tmp_path, study)
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "TMPDIR": str(system_temp)}
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "ddsearch.cli", "tune", str(path)]
 
@@ -503,6 +506,7 @@ def test_killed_study_resumes_without_rerunning_or_duplicating(tmp_path: Path) -
     assert not [t for t in ot if t.state.name == "RUNNING"], seen
     assert len(complete) == len(after), (seen, {t: s["status"] for t, s in before.items()}, resumed.stdout[-3000:])
     assert {t.user_attrs["tune_trial_id"] for t in complete} == set(after)
+    assert not [p.name for p in system_temp.iterdir() if p.name.startswith("ddsearch-")]
 
 
 def test_ui_binds_localhost_by_default_and_warns_otherwise(tmp_path: Path, monkeypatch, capsys) -> None:

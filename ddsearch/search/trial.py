@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,7 @@ class TuneObserver:
         self.logger.on_eval(point, state)
         self.logger.log_metrics({"iteration": point.iteration}, step=point.iteration)
         self.logger.log_synset(point.synset)  # latest set, so a trial stopped early still has one
-        with tempfile.TemporaryDirectory(prefix="ddsearch-ckpt-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="ddsearch-ckpt-", dir=trial_scratch()) as tmp:
             save_state(state, Path(tmp) / STATE_FILE)
             # the evaluation travels too: a resume from the last iteration's checkpoint evaluates nothing new
             meta = {"mlflow_run_id": self.logger.run_id, "iteration": point.iteration,
@@ -116,6 +117,14 @@ class TuneObserver:
     def on_final(self, outcome: RunOutcome) -> None:
         if not self.already_final:  # a resumed trial whose final table was logged already
             self.logger.on_final(outcome)
+
+
+def trial_scratch() -> str | None:
+    """Where a trial's scratch folders go: its Tune working directory (inside Ray's session folder),
+    not the system temp folder, which a trial Tune stops mid-report (ASHA, the end of a search)
+    would litter, as its ``finally`` never runs. ``None`` (the temp folder) when Tune was told to
+    keep the launch directory (``RAY_CHDIR_TO_TRIAL_DIR=0``): that must stay clean."""
+    return None if os.environ.get("RAY_CHDIR_TO_TRIAL_DIR") == "0" else os.getcwd()
 
 
 def load_checkpoint(outbox: tracking_outbox.Outbox | None = None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -150,7 +159,7 @@ def run_trial(config: dict[str, Any], data: RealData, setup: TrialSetup) -> None
     trial_id = tune.get_context().get_trial_id()
     uri = setup.tracking_uri
     tracking_outbox.use_quick_client()  # the outbox retries; a dead server must not stall a request for minutes
-    outbox = tracking_outbox.Outbox(client(uri), "", tempfile.mkdtemp(prefix="ddsearch-outbox-"),
+    outbox = tracking_outbox.Outbox(client(uri), "", tempfile.mkdtemp(prefix="ddsearch-outbox-", dir=trial_scratch()),
                                     setup.study.tracking.outage_s, uri)
     try:
         _run_trial(data, setup, searched, optuna_number, study, trial_id, uri, outbox)
