@@ -307,7 +307,7 @@ def tune_stage(data: RealData, args: argparse.Namespace, records: Records, base:
         study = load_study(path, overrides)
         key = dict(stage="tune", method=method, dataset=study.dataset.name, ipc=study.method.ipc,
                    arch=study.evaluation.arch, epochs=args.epochs, repeats=args.repeats,
-                   iterations=study.method.iterations)
+                   iterations=study.method.iterations, variant=args.variant)
         if records.find(**key):
             print(f"cached: tune {method}")
             continue
@@ -511,7 +511,8 @@ def markdown(records: list[dict[str, Any]], title: str) -> str:
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in tuned:
             best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["best_params"].items())
-            lines.append(f"| {r['method']} | {r['ipc']} | `{r['study']}`, {r['iterations']} it | {r['trials']} "
+            variant = f" ({r['variant']})" if r.get("variant") else ""
+            lines.append(f"| {r['method']} | {r['ipc']} | `{r['study']}`, {r['iterations']} it{variant} | {r['trials']} "
                          f"({r['trials_finished']}) | {protocol_title(r['epochs'], r['repeats'])} | "
                          f"{pct(r['default_test_acc_mean'], r['default_test_acc_std'])} | "
                          f"{pct(r['test_acc_mean'], r['test_acc_std'])} | {100 * r['test_gain']:+.2f} | "

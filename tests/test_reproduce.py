@@ -204,3 +204,18 @@ def test_cost_table_states_the_start_bound_a_run_reached() -> None:
     assert "start < 4," in reproduce.budget_note({"settings": settings})
     assert "start < 9," in reproduce.budget_note({"settings": settings | {"expansion_iterations": 200}})
     assert "start < 10," in reproduce.budget_note({"settings": settings | {"iterations": 2001}})
+
+
+def test_search_table_names_the_settings_a_search_ran_with() -> None:
+    """A search run with --set changes (another expert cache, fewer iterations) is told apart from the study's own."""
+    reproduce = import_benchmark("reproduce")
+    own = dict(stage="tune", method="pad", dataset="mnist", ipc=10, arch="ConvNet", epochs=1000, repeats=5,
+               iterations=200, study="studies/mnist_pad_cpu.yaml", trials=2, trials_finished=1,
+               best_params={"lr_img": 100.0}, default_test_acc_mean=0.95, default_test_acc_std=0.001,
+               test_acc_mean=0.95, test_acc_std=0.001, test_gain=0.0, two_std=0.003, search_paid=False,
+               device="CPU", torch="2", date="2026-12-07")
+    other = own | {"iterations": 100, "variant": "2 experts × 14 epochs", "best_params": {"lr_img": 120.0}}
+    assert reproduce.Records.key(own) != reproduce.Records.key(other)
+    table = reproduce.markdown([own, other], "t")
+    assert "`studies/mnist_pad_cpu.yaml`, 200 it | 2 (1)" in table
+    assert "`studies/mnist_pad_cpu.yaml`, 100 it (2 experts × 14 epochs) | 2 (1)" in table
