@@ -121,7 +121,7 @@ class TuneObserver:
 
 def trial_scratch() -> str | None:
     """Where a trial's scratch folders go: its Tune working directory (inside Ray's session folder),
-    not the system temp folder, which a trial Tune stops mid-report (ASHA, the end of a search)
+    not the system temp folder, which a trial whose process is killed (a killed driver, a lost node)
     would litter, as its ``finally`` never runs. ``None`` (the temp folder) when Tune was told to
     keep the launch directory (``RAY_CHDIR_TO_TRIAL_DIR=0``): that must stay clean."""
     return None if os.environ.get("RAY_CHDIR_TO_TRIAL_DIR") == "0" else os.getcwd()
