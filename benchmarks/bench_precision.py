@@ -4,11 +4,8 @@ the evaluator and PAD, against fp32, the reference code's style and (optionally)
     python benchmarks/bench_precision.py [--official /tmp/DataDAM] [--iters 5] [--eval-epochs 1000]
 
 ``--official`` is a checkout of github.com/DataDistillation/DataDAM in a temporary folder (never
-committed). It is copied again into a fresh temporary folder, where two lines are patched: its
-``net.cuda()`` (so it runs on the CPU) and its log timestamp (milliseconds instead of seconds, so
-its iterations can be timed from its own log). Nothing else of it changes; it runs its released
-settings (attention power p = 1) on MNIST, IPC 10, ConvNetBN, batch_real 256. It imports einops
-(`pip install einops kornia`).
+committed), run as ``official_datadam.py`` describes and timed from its own log over 20 iterations.
+It runs its released settings (attention power p = 1) on MNIST, IPC 10, ConvNetBN, batch_real 256.
 
 Writes ``benchmarks/results/precision_cpu.{json,md}``: device, torch, precision, the peak rates
 of a 3x3 128->128 convolution and a 4096^2 matmul, every variant's seconds per iteration, the
@@ -20,10 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench_datadam import NaiveDataDAM
 from common import data_root, device_info, write_results
+from official_datadam import check_clone, run_official
 from ddsearch.augment import default_strategy
 from ddsearch.methods.datadam import DataDAMSettings
 from ddsearch.data import load_dataset
@@ -114,28 +108,15 @@ def top_ops(distiller, rows: int = 10) -> str:
     return "\n".join(lines)
 
 
-def run_official(folder: Path, root: str, batch_real: int) -> dict:
-    """Seconds per iteration of the official DataDAM code, timed from its own log (10 warm iterations)."""
-    work = Path(tempfile.mkdtemp(prefix="datadam-official-"))
-    try:
-        for name in ("main_DataDAM.py", "utils.py", "networks.py"):
-            shutil.copy(folder / name, work / name)
-        utils = (work / "utils.py").read_text()
-        patched = utils.replace("net = net.cuda()", "net = net.to('cpu')  # ddsearch benchmark: CPU")
-        patched = patched.replace('time.strftime("[%Y-%m-%d %H:%M:%S]", time.localtime())', '"[%.3f]" % time.time()')
-        if patched.count("to('cpu')") != 1 or "%.3f" not in patched:
-            raise RuntimeError("the official utils.py has changed; the two patched lines were not found")
-        (work / "utils.py").write_text(patched)
-        command = [sys.executable, "main_DataDAM.py", "--dataset", "MNIST", "--model", "ConvNetBN", "--ipc", "10",
-                   "--batch_real", str(batch_real), "--Iteration", "20", "--eval_mode", "S", "--num_eval", "1",
-                   "--epoch_eval_train", "1", "--init", "real", "--data_path", root, "--save_path", str(work / "out")]
-        done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=3600)
-        stamps = {int(m[2]): float(m[1]) for m in re.finditer(r"\[(\d+\.\d+)\] iter = (\d+)", done.stdout)}
-        if done.returncode != 0 or not {10, 20} <= stamps.keys():
-            raise RuntimeError(f"official run failed (exit {done.returncode}): {done.stderr[-2000:]}")
-        return {"seconds_per_iter": (stamps[20] - stamps[10]) / 10, "p": 1.0, "source": "DataDistillation/DataDAM"}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+def official_speed(clone: Path, root: str, batch_real: int) -> dict:
+    """Seconds per iteration of the official DataDAM code, timed from its own log (iterations 10 to 30)."""
+    with tempfile.TemporaryDirectory(prefix="datadam-official-") as work:
+        run = run_official(clone, [
+            "--dataset", "MNIST", "--model", "ConvNetBN", "--ipc", "10", "--batch_real", str(batch_real),
+            "--Iteration", "30", "--eval_mode", "S", "--num_eval", "1", "--epoch_eval_train", "1", "--init", "real",
+            "--data_path", root, "--save_path", str(Path(work) / "out"),
+        ], Path(work))
+    return {"seconds_per_iter": run.seconds_per_iteration(10, 30), "p": 1.0, "source": "DataDistillation/DataDAM"}
 
 
 def bench_evaluator(data, epochs: int, fp32_epochs: int) -> list[dict]:
@@ -214,7 +195,7 @@ def main() -> None:
         elif name == "ddsearch auto (p=4)":
             tables[f"after (ddsearch, {distiller.precision})"] = top_ops(distiller)
     if args.official is not None:
-        official = run_official(args.official, data_root(), args.batch_real)
+        official = official_speed(check_clone(args.official), data_root(), args.batch_real)
         rows.append({"variant": "official DataDAM code, fp32 (p=1)", "precision": "fp32",
                      "seconds_per_iter": official["seconds_per_iter"], "warmup_seconds": float("nan"),
                      "gflops_per_s": flops / official["seconds_per_iter"] / 1e9})

@@ -24,8 +24,9 @@ from ddsearch.evaluate import TrainSettings, evaluate_synset
 from ddsearch.methods import create_distiller
 
 
-def distill(data, settings: DataDAMSettings, precision: str):
-    distiller = create_distiller(settings, data, seed=0, precision=precision)
+def distill(data, settings: DataDAMSettings, precision: str, seed: int = 0):
+    """The distilled set and the seconds its iterations took."""
+    distiller = create_distiller(settings, data, seed=seed, precision=precision)
     start = time.perf_counter()
     for _ in range(settings.iterations):
         distiller.step()
