@@ -251,7 +251,9 @@ def test_a_postgres_restart_mid_study_loses_nothing(rehearsal: Rehearsal, refere
     name = "pgrestart"
 
     def restart(driver: subprocess.Popen, log: Path) -> None:
-        wait_for(checkpointed(tmp_path, name, 2), "checkpoints of both trials", driver, log)
+        # One trial mid-run is enough to hit the study mid-flight. Waiting for both raced on a loaded
+        # machine: the second trial's worker started so late that the first had already finished.
+        wait_for(checkpointed(tmp_path, name, 1), "a checkpoint of a running trial", driver, log)
         rehearsal.restart_postgres()
         assert driver.poll() is None, "the study ended before PostgreSQL came back"
 
