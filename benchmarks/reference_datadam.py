@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common import data_root, device_info, write_results
+from common import data_root, device_info, two_std, write_results
 from official_datadam import check_clone, run_official
 from precision_parity import distill
 from ddsearch.augment import default_strategy
@@ -97,7 +97,7 @@ def main() -> None:
 def report(args: argparse.Namespace, rows: dict[str, dict], info: dict) -> None:
     reference, ours = list(rows.values())[:2]
     gap = 100 * (ours["test_acc_mean"] - reference["test_acc_mean"])
-    spread = 200 * (ours["test_acc_std"] ** 2 + reference["test_acc_std"] ** 2) ** 0.5
+    spread = 100 * two_std(ours["test_acc_std"], reference["test_acc_std"])
     verdict = ("the two agree within 2 std: at one budget ours distils as well as the authors' code, so what it "
                "misses the published figures by is not an implementation gap"
                if abs(gap) <= spread else

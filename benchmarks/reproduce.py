@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from common import RESULTS, data_root, device_info, update_readme
+from common import RESULTS, data_root, device_info, two_std, update_readme
 from ddsearch.atomic_files import lock_file_for, locked, write_text_atomic
 from ddsearch.augment import default_strategy
 from ddsearch.config import Study, load_study
@@ -326,7 +326,7 @@ def tune_stage(data: RealData, args: argparse.Namespace, records: Records, base:
         default, best = roles["default"], roles["best"]
         board = leaderboard(uri, parent["experiment_id"], parent_id)
         gain = best["protocol_test_acc"] - default["protocol_test_acc"]
-        two_std = 2 * (best["protocol_test_acc_std"] ** 2 + default["protocol_test_acc_std"] ** 2) ** 0.5
+        bar = two_std(best["protocol_test_acc_std"], default["protocol_test_acc_std"])
         searched = list(plan.space.distributions)
         best_row = board[board["run_id"] == best["run_id"]].iloc[0]
         records.add(key | base | {
@@ -341,7 +341,7 @@ def tune_stage(data: RealData, args: argparse.Namespace, records: Records, base:
             "default_test_acc_std": float(default["protocol_test_acc_std"]),
             "default_test_accs": default["test_accs"], "best_test_accs": best["test_accs"],
             "test_acc_mean": float(best["protocol_test_acc"]), "test_acc_std": float(best["protocol_test_acc_std"]),
-            "test_gain": float(gain), "two_std": float(two_std), "search_paid": bool(gain > two_std),
+            "test_gain": float(gain), "two_std": float(bar), "search_paid": bool(gain > bar),
         })
 
 
@@ -366,7 +366,7 @@ def herding_margin(row: dict[str, Any], herding: dict[str, Any] | None) -> tuple
     if herding is None:
         return None
     margin = row["test_acc_mean"] - herding["test_acc_mean"]
-    return 100 * margin, 200 * math.hypot(row["test_acc_std"] or 0.0, herding["test_acc_std"] or 0.0)
+    return 100 * margin, 100 * two_std(row["test_acc_std"], herding["test_acc_std"])
 
 
 def accuracy_table(acc: list[dict[str, Any]], epochs: int, repeats: int, published: bool) -> list[str]:
