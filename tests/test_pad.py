@@ -6,6 +6,7 @@ under pytest's tmp directories, never in ~/.cache.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import warnings
 from pathlib import Path
@@ -30,6 +31,7 @@ from ddsearch.methods.pad import (
     get_experts,
     get_scores,
     kept_from,
+    loss_ranked_matching_loss,
     matching_loss,
     selection_mask,
     sort_by_score,
@@ -161,6 +163,34 @@ def test_alpha_zero_keeps_all_and_half_drops_the_shallow_half() -> None:
     assert matching_loss(shallow, start, target, 0) != matching_loss(student, start, target, 0)
     expected = ((student - target)[half:] ** 2).sum() / ((start - target)[half:] ** 2).sum()
     assert torch.allclose(matching_loss(student, start, target, half), expected)
+
+
+def test_loss_ranked_selection_drops_the_best_matched_entries() -> None:
+    """The released code's rule: the alpha-fraction with the smallest error leaves both sums."""
+    g = torch.Generator().manual_seed(1)
+    total, drop = 400, 100
+    start, target = torch.randn(total, generator=g), torch.randn(total, generator=g)
+    student = (target + torch.randn(total, generator=g)).requires_grad_(True)
+    err = (student.detach() - target).square()
+    kept = err.argsort()[drop:]
+    expected = err[kept].sum() / (start[kept] - target[kept]).square().sum()
+    loss = loss_ranked_matching_loss(student, start, target, drop)
+    assert torch.allclose(loss, expected)
+    assert torch.allclose(loss_ranked_matching_loss(student, start, target, 0), matching_loss(student, start, target, 0))
+    (grad,) = torch.autograd.grad(loss, student)
+    dropped = err.argsort()[:drop]
+    assert not grad[dropped].any() and grad[kept].ne(0).all()
+    # Unlike the depth rule, what is kept follows the error, wherever it sits in the vector.
+    assert dropped.min() < total // 4 < dropped.max()
+
+
+def test_pad_uses_the_selection_rule_it_is_given(digits, cache) -> None:
+    depth = PAD(tiny(cache, alpha=0.5), digits, seed=0, progress=False)
+    ranked = PAD(tiny(cache, alpha=0.5, selection="loss"), digits, seed=0, progress=False)
+    torch.manual_seed(0)
+    a = depth.matching_loss(expert=0, start_epoch=1)
+    b = ranked.matching_loss(expert=0, start_epoch=1)
+    assert torch.isfinite(a) and torch.isfinite(b) and not torch.allclose(a, b)
 
 
 # ---- gradients ------------------------------------------------------------------------------
@@ -435,3 +465,26 @@ def test_parallel_workers_build_the_same_experts(digits, cache, tmp_path) -> Non
     assert parallel.built == 2 and sequential.built == 0
     for a, b in zip(parallel.trajectories, sequential.trajectories):
         assert torch.equal(a, b)
+
+
+# ---- benchmarks/pad_from_start.py: variants from one starting state ----------------------------
+
+def test_variants_run_from_one_restored_state(digits, cache) -> None:
+    from conftest import import_benchmark
+
+    bench = import_benchmark("pad_from_start")
+    pad = PAD(tiny(cache, skip_threshold=None), digits, seed=0, progress=False)
+    base, state = pad.settings, copy.deepcopy(pad.state_dict())
+    assert bench.parse_variant("lr_img=10;selection=loss;syn_steps=2", base) == {
+        "lr_img": 10.0, "selection": "loss", "syn_steps": 2}
+    with pytest.raises(AttributeError):
+        bench.parse_variant("no_such_setting=1", base)
+
+    first = bench.run_variant(pad, state, base, "lr_img=100", 4)
+    images = pad.images.detach().clone()
+    other = bench.run_variant(pad, state, base, "lr_img=10", 4)
+    assert other["image_drift"] < first["image_drift"]  # a smaller image lr moves the images less
+    again = bench.run_variant(pad, state, base, "lr_img=100", 4)
+    assert torch.equal(pad.images.detach(), images)  # same start, same stream: the same run
+    assert again["loss_quarters"] == first["loss_quarters"] and len(first["loss_quarters"]) == 4
+    assert base.lr_img == 100.0 and base.selection == "depth"  # variants never change the base settings

@@ -17,7 +17,7 @@ from typing import Any
 from ddsearch.methods.pad.settings import PADSettings  # noqa: F401 - the one eager export: no torch
 
 _EXPORTS = {
-    "PAD": "matching", "matching_loss": "matching",
+    "PAD": "matching", "matching_loss": "matching", "loss_ranked_matching_loss": "matching",
     "ExpertBuffer": "experts", "get_experts": "experts", "train_expert": "experts",
     "ParamLayout": "flat", "kept_from": "flat", "selection_mask": "flat",
     "active_indices": "scheduler", "active_range": "scheduler", "epoch_indices": "scheduler",

@@ -9,7 +9,9 @@ One iteration:
    ``syn_lr``, each on a ``batch_syn`` chunk of a fresh permutation, with DSA, through
    ``torch.func.functional_call`` on one flat parameter vector (graph kept for the meta-gradient);
 3. loss = ``sum_K (theta_hat - theta*_{t+M})^2 / sum_K (theta*_t - theta*_{t+M})^2`` where ``K``
-   leaves out the shallowest ``floor(alpha * P)`` entries of the flat vector (layer order);
+   leaves out the shallowest ``floor(alpha * P)`` entries of the flat vector (layer order), as the
+   paper describes; ``selection: loss`` leaves out instead the ``floor(alpha * P)`` entries with the
+   smallest error this iteration, as the released code does;
 4. SGD with momentum on the images (``lr_img``), ``syn_lr`` (``lr_lr``) and the soft labels
    (``lr_y``, ``momentum_y``); the update is skipped when the loss exceeds ``skip_threshold``
    or is not finite. The skip is a masked update on the device, so ``step()`` never syncs.
@@ -53,6 +55,21 @@ def matching_loss(
     num = (student[keep_from:] - target[keep_from:]).square().sum()
     den = (start[keep_from:] - target[keep_from:]).square().sum()
     return num / den
+
+
+def loss_ranked_matching_loss(
+    student: torch.Tensor, start: torch.Tensor, target: torch.Tensor, drop: int = 0
+) -> torch.Tensor:
+    """Normalised parameter distance over all but the ``drop`` entries the student already matches best.
+
+    The released PAD code's selection: entries are ranked by their own squared error this iteration,
+    and the numerator and denominator both sum over the entries that are kept.
+    """
+    err = (student - target).square()
+    if drop <= 0:
+        return err.sum() / (start - target).square().sum()
+    kept = torch.topk(err.detach(), err.numel() - drop, sorted=False).indices
+    return err[kept].sum() / (start[kept] - target[kept]).square().sum()
 
 
 def start_epoch_upper(settings: PADSettings, iteration: int) -> int:
@@ -210,6 +227,8 @@ class PAD(Distiller):
             start_epoch = low + self._draw(high - low)
         start, target = self._trajectory_pair(expert, start_epoch)
         student = self.unroll(start)
+        if s.selection == "loss":
+            return loss_ranked_matching_loss(student, start, target, self.keep_from)
         return matching_loss(student, start, target, self.keep_from)
 
     def _learnables(self) -> list[tuple[str, torch.Tensor, float, float]]:

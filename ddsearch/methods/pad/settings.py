@@ -32,7 +32,12 @@ class PADSettings(MethodBase):
     expansion_iterations: int | None = Field(
         None, gt=0, description="iterations over which the upper bound grows (default: all iterations)"
     )
-    alpha: float = Field(0.25, description="parameter-selection ratio: drop the shallowest fraction of parameters")
+    alpha: float = Field(0.25, description="parameter-selection ratio: the fraction of parameters left out of the loss")
+    # The paper drops the shallowest parameters; the released distill/PAD.py instead ranks the
+    # entries by their own squared error each iteration and drops the smallest (its loss_ratio).
+    selection: Literal["depth", "loss"] = Field(
+        "depth", description="which alpha-fraction leaves the loss: the shallowest (paper) or best-matched (released code)"
+    )
     soft_labels: bool = True
     batch_syn: int | None = Field(None, gt=0, description="student minibatch; None uses the whole set each step")
     skip_threshold: float | None = Field(
