@@ -49,6 +49,7 @@ def run_variant(distiller: PAD, state: dict[str, Any], base: Any, text: str, ite
     """Restore ``state`` (images, labels, lr, momenta, random stream), apply the variant, run; the run's figures."""
     distiller.load_state_dict(copy.deepcopy(state))
     distiller.settings = base.model_copy(update=parse_variant(text, base))
+    distiller._check_experts(distiller.settings)  # a variant must stay inside the epochs the experts trained
     distiller.keep_from = kept_from(distiller.layout.total, distiller.settings.alpha)
     losses, start = [], time.perf_counter()
     for _ in tqdm(range(iterations), desc=text, unit="it"):

@@ -479,6 +479,8 @@ def test_variants_run_from_one_restored_state(digits, cache) -> None:
         "lr_img": 10.0, "selection": "loss", "syn_steps": 2}
     with pytest.raises(AttributeError):
         bench.parse_variant("no_such_setting=1", base)
+    with pytest.raises(DDSearchError, match="beyond"):
+        bench.run_variant(pad, state, base, "expert_epochs=9", 4)
 
     first = bench.run_variant(pad, state, base, "lr_img=100", 4)
     images = pad.images.detach().clone()
