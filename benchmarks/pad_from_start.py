@@ -22,35 +22,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from common import RESULTS, data_root, device_info, two_std, write_results
 from ddsearch.augment import default_strategy
-from ddsearch.config import load_study
+from ddsearch.config import apply_overrides, load_study
+from ddsearch.errors import DDSearchError
 from ddsearch.evaluate import TrainSettings, evaluate_synset
-from ddsearch.methods.pad.flat import kept_from
 from ddsearch.methods.pad.matching import PAD
+from ddsearch.methods.pad.settings import PADSettings
 from ddsearch.study_data import load_study_data
 
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "mnist_pad.yaml"
 
 
-def parse_variant(text: str, settings: Any) -> dict[str, Any]:
-    """``"k=v;k=v"`` as typed updates of the PAD settings (each value cast to the setting's type)."""
-    update: dict[str, Any] = {}
-    for item in filter(None, text.split(";")):
-        key, _, value = item.partition("=")
-        current = getattr(settings, key)  # AttributeError names a setting that does not exist
-        update[key] = value if isinstance(current, str) else type(current)(float(value))
-    return update
+def variant_settings(text: str, base: PADSettings) -> PADSettings:
+    """``base`` with ``"k=v;k=v"`` applied as study overrides are (YAML values), validated as a study's are."""
+    raw = apply_overrides(base.model_dump(), [item for item in text.split(";") if item])
+    try:
+        return PADSettings.model_validate(raw)
+    except ValidationError as err:
+        problem = err.errors()[0]
+        raise DDSearchError(f"--variant {text!r}: {'.'.join(map(str, problem['loc']))}: {problem['msg']}") from None
 
 
-def run_variant(distiller: PAD, state: dict[str, Any], base: Any, text: str, iterations: int) -> dict[str, Any]:
+def run_variant(distiller: PAD, state: dict[str, Any], base: PADSettings, text: str, iterations: int) -> dict[str, Any]:
     """Restore ``state`` (images, labels, lr, momenta, random stream), apply the variant, run; the run's figures."""
     distiller.load_state_dict(copy.deepcopy(state))
-    distiller.settings = base.model_copy(update=parse_variant(text, base))
+    distiller.settings = variant_settings(text, base)
     distiller._check_experts(distiller.settings)  # a variant must stay inside the epochs the experts trained
-    distiller.keep_from = kept_from(distiller.layout.total, distiller.settings.alpha)
     losses, start = [], time.perf_counter()
     for _ in tqdm(range(iterations), desc=text, unit="it"):
         losses.append(distiller.step())

@@ -187,7 +187,6 @@ def test_loss_ranked_selection_drops_the_best_matched_entries() -> None:
 def test_pad_uses_the_selection_rule_it_is_given(digits, cache) -> None:
     depth = PAD(tiny(cache, alpha=0.5), digits, seed=0, progress=False)
     ranked = PAD(tiny(cache, alpha=0.5, selection="loss"), digits, seed=0, progress=False)
-    torch.manual_seed(0)
     a = depth.matching_loss(expert=0, start_epoch=1)
     b = ranked.matching_loss(expert=0, start_epoch=1)
     assert torch.isfinite(a) and torch.isfinite(b) and not torch.allclose(a, b)
@@ -475,10 +474,13 @@ def test_variants_run_from_one_restored_state(digits, cache) -> None:
     bench = import_benchmark("pad_from_start")
     pad = PAD(tiny(cache, skip_threshold=None), digits, seed=0, progress=False)
     base, state = pad.settings, copy.deepcopy(pad.state_dict())
-    assert bench.parse_variant("lr_img=10;selection=loss;syn_steps=2", base) == {
-        "lr_img": 10.0, "selection": "loss", "syn_steps": 2}
-    with pytest.raises(AttributeError):
-        bench.parse_variant("no_such_setting=1", base)
+    variant = bench.variant_settings("lr_img=10;selection=loss;syn_steps=2", base)
+    assert (variant.lr_img, variant.selection, variant.syn_steps) == (10.0, "loss", 2)
+    assert variant.model_dump() | {"lr_img": base.lr_img, "selection": base.selection, "syn_steps": base.syn_steps} \
+        == base.model_dump()
+    for bad in ("no_such_setting=1", "selection=lossy", "alpha=1.5"):
+        with pytest.raises(DDSearchError, match="--variant"):
+            bench.variant_settings(bad, base)
     with pytest.raises(DDSearchError, match="beyond"):
         bench.run_variant(pad, state, base, "expert_epochs=9", 4)
 

@@ -65,9 +65,9 @@ def loss_ranked_matching_loss(
     The released PAD code's selection: entries are ranked by their own squared error this iteration,
     and the numerator and denominator both sum over the entries that are kept.
     """
-    err = (student - target).square()
     if drop <= 0:
-        return err.sum() / (start - target).square().sum()
+        return matching_loss(student, start, target)
+    err = (student - target).square()
     kept = torch.topk(err.detach(), err.numel() - drop, sorted=False).indices
     return err[kept].sum() / (start[kept] - target[kept]).square().sum()
 
@@ -125,12 +125,16 @@ class PAD(Distiller):
             assert self._init_labels is not None
             self.labels = self._init_labels.to(self.device).clone().requires_grad_(s.lr_y > 0)
         self.syn_lr = torch.tensor(float(s.lr_teacher), device=self.device).requires_grad_(s.lr_lr > 0)
-        self.keep_from = kept_from(self.layout.total, s.alpha)
         self.momenta = {
             "images": torch.zeros_like(self.images),
             "lr": torch.zeros_like(self.syn_lr),
             "labels": torch.zeros_like(self.labels, dtype=torch.float32) if s.soft_labels else torch.zeros(0),
         }
+
+    @property
+    def keep_from(self) -> int:
+        """How many flat entries leave the loss (alpha's share): the first ones under the depth rule."""
+        return kept_from(self.layout.total, self.settings.alpha)
 
     # ---- set-up ---------------------------------------------------------------------------
     def _check_experts(self, s: PADSettings) -> None:
