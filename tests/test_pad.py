@@ -492,3 +492,19 @@ def test_variants_run_from_one_restored_state(digits, cache) -> None:
     assert torch.equal(pad.images.detach(), images)  # same start, same stream: the same run
     assert again["loss_quarters"] == first["loss_quarters"] and len(first["loss_quarters"]) == 4
     assert base.lr_img == 100.0 and base.selection == "depth"  # variants never change the base settings
+
+
+# ---- benchmarks/reference_pad.py: ours beside the authors' code --------------------------------
+
+def test_ours_starts_from_the_references_start_when_paired(digits, cache) -> None:
+    from conftest import import_benchmark
+
+    bench = import_benchmark("reference_pad")
+    own = PAD(tiny(cache, skip_threshold=None), digits, seed=0, progress=False)
+    theirs = (torch.randn_like(own.images), torch.randn_like(own.labels))
+    alone = bench.run_ours(own, 2, None)
+    paired = bench.run_ours(PAD(tiny(cache, skip_threshold=None), digits, seed=0, progress=False), 2, theirs)
+    assert torch.equal(paired["start"][0], theirs[0]) and torch.equal(paired["start"][1], theirs[1])
+    assert not torch.equal(alone["start"][0], theirs[0])
+    assert not torch.equal(paired["end"][0], theirs[0])  # it then distils from there
+    assert paired["seconds_per_iteration"] > 0 and paired["precision"] == own.precision
