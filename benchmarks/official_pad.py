@@ -7,9 +7,9 @@ need is supplied from outside the script, by a launcher:
   imports it, by one that serves the train/test tensors this harness wrote (ours: the same split
   our experts trained on);
 - ``distill/PAD.py`` reads ``loss_threshold_low``, which ``utils/cfg.py`` never defines: the
-  launcher adds it to the config before the YAML is merged (below 1 turns on the released code's
-  loss-ranked parameter selection, the ``loss_ratio`` share of best-matched entries leaves the loss),
-  and makes ``lr_img``'s default a float so that a float learning rate merges;
+  launcher adds it to the config before the YAML is merged (the YAML's value below 1 turns on the
+  released code's loss-ranked parameter selection: the ``loss_ratio`` share of best-matched entries
+  leaves the loss), and makes ``lr_img``'s default a float so that a float learning rate merges;
 - wandb runs disabled (``WANDB_MODE=disabled``): the script rebuilds its arguments from wandb's config;
 - without a GPU, ``Tensor.cuda``/``Module.cuda`` become no-ops (its save path calls ``.cuda()``),
   and ``parall_eva: true`` keeps its evaluation on ``args.device`` instead of ``cuda:0``;
@@ -29,15 +29,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
 from official_code import OfficialRun, run_launcher
+from ddsearch.methods.pad.settings import PADSettings
 
-# argv: [clone, workdir, loss_threshold_low]
+# argv: [clone, workdir]
 _LAUNCHER = """
 import runpy, sys
 import torch
@@ -45,11 +46,11 @@ from safetensors.torch import load_file, save_file
 if not torch.cuda.is_available():
     torch.Tensor.cuda = lambda self, *args, **kwargs: self
     torch.nn.Module.cuda = lambda self, device=None: self
-clone, workdir, threshold = sys.argv[1], sys.argv[2], float(sys.argv[3])
+clone, workdir = sys.argv[1], sys.argv[2]
 sys.path.insert(0, clone)
 import utils.utils_baseline as baseline
 from utils.cfg import CFG
-CFG.loss_threshold_low = threshold
+CFG.loss_threshold_low = 1.0  # read by distill/PAD.py, never defined; the YAML sets it
 CFG.lr_img = float(CFG.lr_img)  # an int default, which a YAML float would not merge into
 data = load_file(workdir + "/data.safetensors")
 
@@ -92,7 +93,8 @@ def check_clone(folder: Path) -> Path:
     return folder.resolve()
 
 
-def write_buffer(trajectories: list[torch.Tensor], unflatten, folder: Path) -> Path:
+def write_buffer(trajectories: list[torch.Tensor], unflatten: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+                 folder: Path) -> Path:
     """Experts ``[epochs + 1, P]`` as the MTT buffer ``replay_buffer_0.pt``: experts > epochs > parameter tensors."""
     folder.mkdir(parents=True, exist_ok=True)
     buffer = [[[t.float().clone() for t in unflatten(epoch).values()] for epoch in traj] for traj in trajectories]
@@ -109,7 +111,8 @@ def write_data(workdir: Path, train_x: torch.Tensor, train_y: torch.Tensor, test
                "mean": torch.tensor(mean), "std": torch.tensor(std)}, str(workdir / "data.safetensors"))
 
 
-def config_for(settings: Any, iterations: int, dsa_strategy: str, buffer_path: Path) -> dict[str, Any]:
+def config_for(settings: PADSettings, iterations: int, dsa_strategy: str, buffer_path: Path,
+               num_classes: int = 10) -> dict[str, Any]:
     """The script's config for our PAD ``settings`` (its one evaluation, a 1-epoch check, at the end only)."""
     if settings.selection != "loss" and settings.alpha > 0:
         sys.exit("error: the released distill/PAD.py only ranks parameters by their loss; "
@@ -118,12 +121,13 @@ def config_for(settings: Any, iterations: int, dsa_strategy: str, buffer_path: P
         "dataset": "MNIST", "model": "ConvNet", "ipc": settings.ipc, "Iteration": iterations, "name": RUN_NAME,
         "lr_img": settings.lr_img, "lr_lr": settings.lr_lr, "lr_y": settings.lr_y, "Momentum_y": settings.momentum_y,
         "lr_teacher": settings.lr_teacher, "syn_steps": settings.syn_steps, "expert_epochs": settings.expert_epochs,
-        "batch_syn": settings.batch_syn or 10 * settings.ipc, "min_start_epoch": settings.min_start_epoch,
+        "batch_syn": settings.batch_syn or num_classes * settings.ipc, "min_start_epoch": settings.min_start_epoch,
         # DATM's sequential generation: the bound grows from current_max_start_epoch to max_start_epoch.
         "Sequential_Generation": True, "current_max_start_epoch": settings.max_start_epoch,
         "max_start_epoch": settings.max_start_epoch_final or settings.max_start_epoch,
         "expansion_end_epoch": settings.expansion_iterations or iterations,
         "threshold": settings.skip_threshold or 1e9, "loss_ratio": settings.alpha,
+        "loss_threshold_low": 0.0 if settings.selection == "loss" else 1.0,
         "zca": False, "dsa": True, "dsa_strategy": dsa_strategy, "pix_init": "samples_predicted_correctly",
         "buffer_path": str(buffer_path), "data_path": str(buffer_path), "load_all": False,
         "eval_it": iterations, "skip_first_eva": True, "num_eval": 1, "epoch_eval_train": 0, "batch_train": 256,
@@ -131,11 +135,10 @@ def config_for(settings: Any, iterations: int, dsa_strategy: str, buffer_path: P
     }
 
 
-def run_official(clone: Path, config: dict[str, Any], workdir: Path, loss_selection: bool,
-                 echo_every: int = 0) -> tuple[OfficialRun, dict[str, torch.Tensor]]:
+def run_official(clone: Path, config: dict[str, Any], workdir: Path, echo_every: int = 0) -> tuple[OfficialRun, dict[str, torch.Tensor]]:
     """Run ``distill/PAD.py`` with ``config`` in ``workdir`` (which holds data.safetensors); its start and end sets."""
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    run = run_launcher(_LAUNCHER, [str(clone), str(workdir), "0.0" if loss_selection else "1.0"], workdir,
+    run = run_launcher(_LAUNCHER, [str(clone), str(workdir)], workdir,
                        "official PAD", "it needs kornia, yacs and wandb (pip install kornia yacs wandb)",
                        echo_every, env={"WANDB_MODE": "disabled", "WANDB_SILENT": "true"})
     saved = workdir / "logged_files" / config["dataset"] / str(config["ipc"]) / config["model"] / RUN_NAME / "Normal"

@@ -45,8 +45,8 @@ def run_reference(clone: Path, distiller: PAD, iterations: int, strategy: str, w
     write_data(workdir, data.train_x, data.train_y, data.test_x, data.test_y, list(data.mean), list(data.std))
     buffer = workdir / "buffer"
     write_buffer(distiller.experts.trajectories, distiller.layout.unflatten, buffer / "MNIST" / "ConvNet")
-    config = config_for(distiller.settings, iterations, strategy, buffer)
-    run, sets = run_official(clone, config, workdir, distiller.settings.selection == "loss", echo_every=50)
+    config = config_for(distiller.settings, iterations, strategy, buffer, data.num_classes)
+    run, sets = run_official(clone, config, workdir, echo_every=50)
     logged = run.iterations()
     last = max(i for i in logged if i < iterations)  # the final logged line waits for its own evaluation
     return {"start": (sets["start_images"], sets["start_labels"]), "end": (sets["end_images"], sets["end_labels"]),

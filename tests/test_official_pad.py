@@ -35,7 +35,8 @@ PAD_SCRIPT = textwrap.dedent("""
     from utils.cfg import CFG
     args = yaml.safe_load(open(sys.argv[2]))
     assert os.environ["WANDB_MODE"] == "disabled"
-    assert isinstance(CFG.lr_img, float) and CFG.loss_threshold_low == 0.0
+    assert isinstance(CFG.lr_img, float) and CFG.loss_threshold_low == 1.0  # defined: the YAML can set it
+    assert args["loss_threshold_low"] == 0.0  # loss-ranked selection on
     channel, im_size, num_classes, _, mean, std, train, test, testloader, _, class_map, _ = get_dataset("MNIST", "")
     assert (channel, im_size, num_classes, len(train)) == (1, (6, 6), 3, 12) and class_map[2] == 2
     assert next(iter(testloader))[0].shape == (9, 1, 6, 6)
@@ -81,7 +82,7 @@ def test_the_script_runs_unchanged_on_our_data_and_its_start_and_end_come_back(c
     settings = PADSettings(ipc=2, selection="loss", alpha=0.5, expert_train_epochs=14, max_start_epoch=4,
                            max_start_epoch_final=10, lr_img=100.0)
     config = official.config_for(settings, 30, "color_crop", tmp_path / "buffer")
-    run, sets = official.run_official(clone, config, workdir, loss_selection=True)
+    run, sets = official.run_official(clone, config, workdir)
     # The start is the tensors the optimisers were built with; the end is what the script saved.
     assert torch.equal(sets["start_images"], x[:6])
     assert sets["start_labels"].shape == (6, 3)
@@ -101,6 +102,7 @@ def test_the_config_carries_our_settings_in_the_scripts_terms() -> None:
     assert (config["current_max_start_epoch"], config["max_start_epoch"], config["expansion_end_epoch"]) == (4, 10, 2000)
     assert (config["loss_ratio"], config["syn_steps"], config["batch_syn"], config["Iteration"]) == (0.5, 20, 50, 200)
     assert config["threshold"] > 1e6  # no skip threshold: never skip
+    assert config["loss_threshold_low"] < 1  # the released code's switch for loss-ranked selection
     assert config["eval_it"] == 200 and config["skip_first_eva"] and config["parall_eva"]
     with pytest.raises(SystemExit, match="only ranks parameters by their loss"):
         official.config_for(settings.model_copy(update={"selection": "depth"}), 200, "color", Path("/b"))
