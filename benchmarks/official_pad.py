@@ -135,7 +135,8 @@ def config_for(settings: PADSettings, iterations: int, dsa_strategy: str, buffer
     }
 
 
-def run_official(clone: Path, config: dict[str, Any], workdir: Path, echo_every: int = 0) -> tuple[OfficialRun, dict[str, torch.Tensor]]:
+def run_official(clone: Path, config: dict[str, Any], workdir: Path,
+                 echo_every: int = 0) -> tuple[OfficialRun, dict[str, torch.Tensor]]:
     """Run ``distill/PAD.py`` with ``config`` in ``workdir`` (which holds data.safetensors); its start and end sets."""
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     run = run_launcher(_LAUNCHER, [str(clone), str(workdir)], workdir,

@@ -62,11 +62,11 @@ def run_ours(distiller: PAD, iterations: int, start_from: tuple[torch.Tensor, to
             distiller.labels.copy_(start_from[1])
     start = distiller.synset()
     began = time.perf_counter()
-    losses = [float(distiller.step()) for _ in tqdm(range(iterations), desc="ddsearch PAD", unit="it")]
+    losses = [distiller.step() for _ in tqdm(range(iterations), desc="ddsearch PAD", unit="it")]  # no host sync
     seconds = time.perf_counter() - began
     end = distiller.synset()
     return {"start": (start.images, start.labels), "end": (end.images, end.labels), "wall_seconds": seconds,
-            "seconds_per_iteration": seconds / iterations, "final_loss": losses[-1],
+            "seconds_per_iteration": seconds / iterations, "final_loss": float(losses[-1]),
             "learned_lr": distiller.learned_lr(), "precision": distiller.precision}
 
 
@@ -101,11 +101,13 @@ def main() -> None:
             synset = SyntheticSet(images=images.detach().float().cpu(), labels=labels.detach().float().cpu(),
                                   num_classes=data.num_classes, dataset=data.name)
             # A shared start is trained once: the same set gets the same evaluation.
-            row[stage] = next((r for seen, r in evaluated if torch.equal(seen.images, synset.images)
-                               and torch.equal(seen.labels, synset.labels)), None) or evaluate(synset, data, protocol, args.repeats)
+            same = [r for seen, r in evaluated
+                    if torch.equal(seen.images, synset.images) and torch.equal(seen.labels, synset.labels)]
+            row[stage] = same[0] if same else evaluate(synset, data, protocol, args.repeats)
             evaluated.append((synset, row[stage]))
-            print(label, stage, f"test {100 * row[stage]['test_acc_mean']:.2f} ± {100 * row[stage]['test_acc_std']:.2f}",
-                  flush=True)
+            result = row[stage]
+            mean, std = 100 * result["test_acc_mean"], 100 * result["test_acc_std"]
+            print(label, stage, f"test {mean:.2f} ± {std:.2f}", flush=True)
     payload = {"benchmark": "reference_pad", "dataset": data.name, "iterations": args.iterations, "start": args.start,
                "settings": study.method.model_dump(mode="json"), "dsa_strategy": strategy,
                "evaluator": {"arch": "ConvNet", "epochs": args.epochs, "repeats": args.repeats, "lr": 0.01},
