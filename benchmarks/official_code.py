@@ -36,6 +36,23 @@ class OfficialRun:
         logged = self.iterations()
         return (logged[last][0] - logged[first][0]).total_seconds() / (last - first)
 
+    def distill_seconds_per_iteration(self, iterations: int) -> float:
+        """From iteration 10 to the last one logged before ``iterations``: the final logged line also
+        waits for the script's own evaluation, so it is left out."""
+        return self.seconds_per_iteration(10, max(i for i in self.iterations() if i < iterations))
+
+    def final_loss(self) -> float:
+        logged = self.iterations()
+        return logged[max(logged)][1]
+
+
+def check_clone(folder: Path, files: tuple[str, ...], url: str) -> Path:
+    """The clone's absolute path; one clear line and exit where ``folder`` lacks the script's ``files``."""
+    if not all((folder / name).is_file() for name in files):
+        sys.exit(f"error: {folder} has no {' and '.join(files)}; pass a clone of {url} "
+                 "(git clone it into a temporary folder)")
+    return folder.resolve()
+
 
 def run_launcher(launcher: str, arguments: list[str], workdir: Path, name: str, hint: str,
                  echo_every: int = 0, env: dict[str, str] | None = None) -> OfficialRun:

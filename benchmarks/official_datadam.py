@@ -7,10 +7,9 @@ seeded. It needs ``kornia`` and ``einops`` beside ddsearch's own dependencies.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from official_code import OfficialRun, run_launcher
+from official_code import OfficialRun, check_clone as _check_clone, run_launcher
 
 # argv: [clone, seed, the script's own arguments...]
 _LAUNCHER = """
@@ -29,10 +28,7 @@ runpy.run_path(folder + "/main_DataDAM.py", run_name="__main__")
 
 def check_clone(folder: Path) -> Path:
     """The clone's absolute path; one clear line and exit where it is not a DataDAM clone."""
-    if not (folder / "main_DataDAM.py").is_file():
-        sys.exit(f"error: {folder} has no main_DataDAM.py; pass a clone of "
-                 "https://github.com/DataDistillation/DataDAM (git clone it into a temporary folder)")
-    return folder.resolve()
+    return _check_clone(folder, ("main_DataDAM.py",), "https://github.com/DataDistillation/DataDAM")
 
 
 def run_official(clone: Path, arguments: list[str], workdir: Path, seed: int = 0, echo_every: int = 0) -> OfficialRun:

@@ -35,7 +35,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from official_code import OfficialRun, run_launcher
+from official_code import OfficialRun, check_clone as _check_clone, run_launcher
 from ddsearch.methods.pad.settings import PADSettings
 
 # argv: [clone, workdir]
@@ -87,10 +87,7 @@ RUN_NAME = "reference"
 
 def check_clone(folder: Path) -> Path:
     """The clone's absolute path; one clear line and exit where it is not a PAD clone."""
-    if not (folder / "distill" / "PAD.py").is_file() or not (folder / "utils" / "cfg.py").is_file():
-        sys.exit(f"error: {folder} has no distill/PAD.py and utils/cfg.py; pass a clone of "
-                 "https://github.com/NUS-HPC-AI-Lab/PAD (git clone it into a temporary folder)")
-    return folder.resolve()
+    return _check_clone(folder, ("distill/PAD.py", "utils/cfg.py"), "https://github.com/NUS-HPC-AI-Lab/PAD")
 
 
 def write_buffer(trajectories: list[torch.Tensor], unflatten: Callable[[torch.Tensor], dict[str, torch.Tensor]],

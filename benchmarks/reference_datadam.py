@@ -41,14 +41,11 @@ def run_reference(clone: Path, args: argparse.Namespace, workdir: Path) -> dict:
         # Its own evaluation is skipped in effect (one 1-epoch training): ours evaluates both sets alike.
         "--eval_mode", "X", "--num_eval", "1", "--epoch_eval_train", "0",
     ], workdir, seed=args.seed, echo_every=100)
-    logged = run.iterations()
-    # The final iteration waits for the script's own evaluation: time up to the one logged before it.
-    last = max(i for i in logged if i < args.iterations)
     saved = torch.load(save / f"res_DataDAM_MNIST_ConvNet_{args.ipc}ipc_.pt", weights_only=True)
     images, labels = saved["data"][-1]
     return {"images": images.float(), "labels": labels.long(), "wall_seconds": run.wall_seconds,
-            "seconds_per_iteration": run.seconds_per_iteration(10, last), "final_loss": logged[max(logged)][1],
-            "precision": "fp32"}
+            "seconds_per_iteration": run.distill_seconds_per_iteration(args.iterations),
+            "final_loss": run.final_loss(), "precision": "fp32"}
 
 
 def run_ours(data, settings: DataDAMSettings, seed: int) -> dict:

@@ -47,11 +47,9 @@ def run_reference(clone: Path, distiller: PAD, iterations: int, strategy: str, w
     write_buffer(distiller.experts.trajectories, distiller.layout.unflatten, buffer / "MNIST" / "ConvNet")
     config = config_for(distiller.settings, iterations, strategy, buffer, data.num_classes)
     run, sets = run_official(clone, config, workdir, echo_every=50)
-    logged = run.iterations()
-    last = max(i for i in logged if i < iterations)  # the final logged line waits for its own evaluation
     return {"start": (sets["start_images"], sets["start_labels"]), "end": (sets["end_images"], sets["end_labels"]),
-            "wall_seconds": run.wall_seconds, "seconds_per_iteration": run.seconds_per_iteration(10, last),
-            "final_loss": logged[max(logged)][1], "learned_lr": float(sets["end_lr"]), "precision": "fp32"}
+            "wall_seconds": run.wall_seconds, "seconds_per_iteration": run.distill_seconds_per_iteration(iterations),
+            "final_loss": run.final_loss(), "learned_lr": float(sets["end_lr"]), "precision": "fp32"}
 
 
 def run_ours(distiller: PAD, iterations: int, start_from: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, Any]:
@@ -119,13 +117,15 @@ def main() -> None:
 def evaluate(synset: SyntheticSet, data, protocol: TrainSettings, repeats: int) -> dict[str, Any]:
     result = evaluate_synset(synset, data, "ConvNet", protocol, repeats=repeats, seed=0, use_learned_lr=False,
                              progress=True)
-    return {"test_acc": result.test_acc, "test_acc_mean": result.test_mean, "test_acc_std": result.test_std,
-            "val_acc_mean": result.val_mean}
+    return result.summary() | {"test_acc": result.test_acc}
+
+
+def pct(result: dict[str, Any]) -> str:
+    return f"{100 * result['test_acc_mean']:.2f} ± {100 * result['test_acc_std']:.2f}"
 
 
 def markdown(p: dict[str, Any]) -> str:
     s, ev = p["settings"], p["evaluator"]
-    pct = lambda r: f"{100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_std']:.2f}"  # noqa: E731
     lines = [
         f"# PAD against the authors' code, MNIST IPC {s['ipc']} ({p['device_name']})",
         "",

@@ -90,6 +90,10 @@ def test_the_script_runs_unchanged_on_our_data_and_its_start_and_end_come_back(c
     assert torch.allclose(sets["end_labels"], sets["start_labels"] * 2 ** 30)
     assert float(sets["end_lr"]) == pytest.approx(settings.lr_teacher)
     assert run.seconds_per_iteration(10, 30) == pytest.approx(0.2)
+    # Timed from 10 up to the last line before the final one (which waits for the script's own evaluation):
+    # the stand-in logs every iteration, stamped it // 5 seconds.
+    assert run.distill_seconds_per_iteration(30) == pytest.approx((29 // 5 - 10 // 5) / 19)
+    assert run.final_loss() == pytest.approx(1 / 31, abs=1e-4)
 
 
 def test_the_config_carries_our_settings_in_the_scripts_terms() -> None:
