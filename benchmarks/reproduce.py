@@ -83,13 +83,16 @@ PUBLISHED = {"DC (published)": {1: 91.7, 10: 97.4, 50: 98.8}, "DSA (published)":
 SOURCE_REPORTS_IPC10 = {"datadam": "80–91.8", "pad": "68.6–87"}
 TARGETS = {"datadam": {1: 0.90, 10: 0.975, 50: 0.988}, "pad": {1: 0.92, 10: 0.98, 50: 0.99}}
 KEY_FIELDS = ("stage", "method", "dataset", "ipc", "arch", "epochs", "repeats", "iterations", "eval_lr", "init",
-              "variant")
+              "variant", "eval_dsa")
 # init: a distiller's starting images where they are not the default random real ones (e.g. "herding");
 # variant: the --variant label of settings changed with --set (e.g. a search's winner). Both are None
 # for the study's own settings, so records made before the fields existed keep their keys.
 # eval_lr: "protocol" trains every evaluator at the DC protocol's lr (0.01); "learned" at the lr a
 # trajectory-matching set learned with its images (MTT/DATM/PAD evaluate that way). DataDAM and the
 # controls learn no lr, so for them the two are the same training.
+# eval_dsa: None for the evaluator's DSA by data set (no flip for digits); "with-flip" for the strategy
+# the released DC/DSA/DM/DataDAM code trains its MNIST evaluators with, flip included.
+RELEASED_DSA = "color_crop_cutout_flip_scale_rotate"
 
 
 # ---- records --------------------------------------------------------------------------------
@@ -225,7 +228,8 @@ def distillation_key(method: str, ipc: int, args: argparse.Namespace) -> tuple[i
 
 
 def accuracy_stage(data: RealData, args: argparse.Namespace, records: Records, base: dict[str, Any]) -> None:
-    settings = TrainSettings(epochs=args.epochs, dsa_strategy=default_strategy(data.name), workers=args.workers)
+    strategy = RELEASED_DSA if args.eval_dsa == "with-flip" else default_strategy(data.name)
+    settings = TrainSettings(epochs=args.epochs, dsa_strategy=strategy, workers=args.workers)
     selector_cache: dict = {}
     for ipc in args.ipcs:
         for method in args.methods:
@@ -234,7 +238,8 @@ def accuracy_stage(data: RealData, args: argparse.Namespace, records: Records, b
             iterations, init = distillation_key(method, ipc, args)
             key = dict(stage="accuracy", method=method, dataset=data.name, ipc=ipc, arch=args.arch,
                        epochs=args.epochs, repeats=args.repeats, iterations=iterations, eval_lr=args.eval_lr, init=init,
-                       variant=args.variant if method in DISTILLERS else None)
+                       variant=args.variant if method in DISTILLERS else None,
+                       eval_dsa=None if args.eval_dsa == "auto" else args.eval_dsa)
             if records.find(**key):
                 print(f"cached: {method} ipc {ipc}")
                 continue
@@ -381,8 +386,8 @@ def accuracy_table(acc: list[dict[str, Any]], epochs: int, repeats: int, publish
         # The method as published (random real start) at its largest budget and the protocol's lr, where
         # there are such records; variants (other starts, learned lr) are the targets table's rows.
         mine = sorted((r for r in acc if r["method"] == method),
-                      key=lambda r: (r.get("eval_lr") == "protocol", r.get("init") is None and r.get("variant") is None,
-                                     r.get("iterations") or 0))
+                      key=lambda r: (r.get("eval_dsa") is None, r.get("eval_lr") == "protocol",
+                                     r.get("init") is None and r.get("variant") is None, r.get("iterations") or 0))
         rows = {r["ipc"]: r for r in mine}
         if not rows:
             continue
@@ -412,9 +417,11 @@ def iterations_cell(record: dict[str, Any]) -> str:
 
 
 def evaluator_lr(record: dict[str, Any]) -> str:
+    """The evaluator's lr, and its DSA where it is not the data set's default."""
     value = record.get("eval_lr_value")
     named = f"{value:.3g}" if value is not None else "?"
-    return f"learned {named}" if record.get("eval_lr") == "learned" else named
+    flip = ", DSA with flip" if record.get("eval_dsa") == "with-flip" else ""
+    return (f"learned {named}" if record.get("eval_lr") == "learned" else named) + flip
 
 
 def targets_table(acc: list[dict[str, Any]]) -> list[str]:
@@ -422,14 +429,15 @@ def targets_table(acc: list[dict[str, Any]]) -> list[str]:
     validation accuracy that any choice between rows must rest on (the test split only reports)."""
     rows = sorted((r for r in acc if "target" in r),
                   key=lambda r: (r["method"], r["ipc"], -r["epochs"], r["iterations"], r.get("init") or "",
-                                 r.get("variant") or "", r.get("eval_lr") or ""))
+                                 r.get("variant") or "", r.get("eval_lr") or "", r.get("eval_dsa") or ""))
     if not rows:
         return []
     lines = ["| method | IPC | iterations | evaluator (lr) | test acc | val acc (selects) | target | met | short by (pts) "
              "| over herding (pts) | > 2 std |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         herding = next((h for h in acc if h["method"] == "herding" and h["ipc"] == r["ipc"]
-                        and (h["epochs"], h["repeats"]) == (r["epochs"], r["repeats"])), None)
+                        and (h["epochs"], h["repeats"], h.get("eval_dsa")) == (r["epochs"], r["repeats"], r.get("eval_dsa"))),
+                       None)
         versus = herding_margin(r, herding)
         over = f"{versus[0]:+.2f} (2 std {versus[1]:.2f})" if versus else "–"
         beats = ("yes" if versus[0] > versus[1] else "**no**") if versus else "–"
@@ -543,6 +551,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="evaluator trainings per set (papers: 5)")
     parser.add_argument("--eval-lr", choices=("protocol", "learned"), default="protocol",
                         help="evaluator lr: the DC protocol's 0.01 (default), or the lr a PAD set learned")
+    parser.add_argument("--eval-dsa", choices=("auto", "with-flip"), default="auto",
+                        help="evaluator DSA: by data set (no flip for digits), or the released codes' strategy with flip")
     parser.add_argument("--full-epochs", type=int, default=20)
     parser.add_argument("--full-repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=None,

@@ -175,6 +175,29 @@ def test_a_settings_variant_is_its_own_record_and_row(tmp_path) -> None:
     assert "1000 (search winner)" in reproduce.markdown(records.items, "t")  # and the cost table keeps both
 
 
+def test_an_evaluator_with_flip_is_its_own_record_and_meets_its_own_herding(tmp_path) -> None:
+    """Rows evaluated with the released codes' DSA (flip included) sit beside the default ones, and each is
+    held against the herding control trained under the same evaluator."""
+    reproduce = import_benchmark("reproduce")
+    records = reproduce.Records(tmp_path / "r.json", force=False)
+    base = dict(stage="accuracy", dataset="mnist", ipc=1, arch="ConvNet", epochs=1000, repeats=5,
+                eval_lr="protocol", eval_lr_value=0.01, test_acc_std=0.001)
+    distilled = base | dict(method="datadam", iterations=1000, test_acc_mean=0.895, target=0.9, target_met=False,
+                            short_by=0.005)
+    flipped = dict(eval_dsa="with-flip")
+    records.add(distilled)
+    records.add(distilled | flipped | dict(test_acc_mean=0.905, target_met=True, short_by=0.0))
+    records.add(base | dict(method="herding", iterations=None, test_acc_mean=0.84))
+    records.add(base | flipped | dict(method="herding", iterations=None, test_acc_mean=0.90))
+    assert len(records.items) == 4 and records.find(**distilled)["test_acc_mean"] == 0.895
+    rows = [line for line in reproduce.targets_table(records.items) if line.startswith("| datadam")]
+    assert [row.split(" | ")[3] for row in rows] == ["5 × 1000 (0.01)", "5 × 1000 (0.01, DSA with flip)"]
+    assert "+5.50 (2 std" in rows[0] and "+0.50 (2 std" in rows[1]  # each against its own evaluator's herding
+    main = next(line for line in reproduce.accuracy_table(records.items, 1000, 5, published=False)
+                if line.startswith("| datadam"))
+    assert "89.50 ± 0.10" in main  # the default evaluator leads the main table
+
+
 def test_runs_side_by_side_and_force_keep_each_others_records(tmp_path) -> None:
     """Two reproduce runs on one results file (or a --force rerun) must not drop the records they did not make."""
     reproduce = import_benchmark("reproduce")
