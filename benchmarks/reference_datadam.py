@@ -106,7 +106,8 @@ def report(args: argparse.Namespace, rows: dict[str, dict], info: dict) -> None:
     payload = {
         "benchmark": "reference_datadam", "dataset": "mnist", "ipc": args.ipc, "iterations": args.iterations,
         "batch_real": args.batch_real, "lr_img": args.lr_img, "lambda_mmd": args.lambda_mmd, "p": 1.0,
-        "arch": args.arch, "dsa_strategy": args.strategy, "epochs": args.epochs, "repeats": args.repeats, "seed": args.seed,
+        "arch": args.arch, "dsa_strategy": args.strategy, "epochs": args.epochs, "repeats": args.repeats,
+        "seed": args.seed,
         "reference": "github.com/DataDistillation/DataDAM main_DataDAM.py",
         "rows": rows, "gap_points": gap, "two_std_points": spread, "speed_ratio": speed, **info,
     }
@@ -131,7 +132,8 @@ def report(args: argparse.Namespace, rows: dict[str, dict], info: dict) -> None:
           for label, r in rows.items()],
         "",
         f"Ours minus the reference: {gap:+.2f} points (2 std of the difference: {spread:.2f}): {verdict}.",
-        f"Distillation speed, the second row against the reference: ours is {speed:.1f}× the reference's iterations per second "
+        f"Distillation speed, the second row against the reference: ours is {speed:.1f}× the reference's "
+        "iterations per second "
         "(ours runs in its automatic precision, the reference in fp32; the reference's wall time also loads "
         "the data set and runs its own one-epoch check).",
     ])

@@ -60,8 +60,9 @@ class DSAParams:
 def default_strategy(dataset_name: str) -> str:
     """The DSA strategy for a data set: digits are not mirror-symmetric, so they get no flip.
 
-    Measured: flip in the evaluator costs a distilled MNIST IPC 1 set 2.3 points of test accuracy,
-    however it was distilled (benchmarks/results/reproduce_cpu.md, ``--eval-dsa with-flip``).
+    Measured: flip in the evaluator lowers MNIST test accuracy, by 2.3 points for a distilled IPC 1 set
+    however it was distilled, and by 0.8-0.9 for IPC 10 sets, distilled or herded
+    (benchmarks/results/reproduce_cpu.md, ``--eval-dsa with-flip``).
     """
     if dataset_name.lower() in _DIGIT_DATASETS:
         return "color_crop_cutout_scale_rotate"
