@@ -7,7 +7,7 @@ the same set with the same network and DSA strategy, and both score the same 10,
 
 Two protocols are compared, plus ddsearch's default for context:
 
-- the DC/DSA/DM evaluator: ConvNet with instance norm (their ``ConvNetIN``), DSA with flip;
+- the DSA-family evaluator: ConvNet with instance norm (their ``ConvNetIN``), DSA with flip;
 - DataDAM's own: its ``get_network('ConvNet')`` builds the ConvNet with **batch** norm (our
   ``ConvNetBN``), DSA with flip;
 - ddsearch's reproduction evaluator: ConvNet (instance norm), DSA without flip for digits.
@@ -35,7 +35,7 @@ from ddsearch.synset import SyntheticSet
 RELEASED_DSA = "color_crop_cutout_flip_scale_rotate"
 # label -> (our network, their network name or None where only ours runs, DSA strategy)
 PROTOCOLS: dict[str, tuple[str, str | None, str]] = {
-    "DC/DSA/DM: ConvNet (instance norm), DSA with flip": ("ConvNet", "ConvNetIN", RELEASED_DSA),
+    "DSA-family: ConvNet (instance norm), DSA with flip": ("ConvNet", "ConvNetIN", RELEASED_DSA),
     "DataDAM's release: ConvNet with batch norm, DSA with flip": ("ConvNetBN", "ConvNet", RELEASED_DSA),
     "ddsearch's reproduction: ConvNet (instance norm), DSA without flip": ("ConvNet", None, default_strategy("mnist")),
 }

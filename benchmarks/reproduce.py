@@ -91,7 +91,7 @@ KEY_FIELDS = ("stage", "method", "dataset", "ipc", "arch", "epochs", "repeats", 
 # trajectory-matching set learned with its images (MTT/DATM/PAD evaluate that way). DataDAM and the
 # controls learn no lr, so for them the two are the same training.
 # eval_dsa: None for the evaluator's DSA by data set (no flip for digits); "with-flip" for the strategy
-# the released DC/DSA/DM/DataDAM code trains its MNIST evaluators with, flip included.
+# the released DataDAM code trains its MNIST evaluators with (DSA's default), flip included.
 RELEASED_DSA = "color_crop_cutout_flip_scale_rotate"
 
 
