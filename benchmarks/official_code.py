@@ -16,6 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+# The first lines of every launcher: without a GPU, the scripts' unconditional .cuda() calls become no-ops.
+NO_GPU_PRELUDE = """
+import torch
+if not torch.cuda.is_available():
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    torch.nn.Module.cuda = lambda self, device=None: self
+"""
 _ITER_LINE = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\] iter = (\d+), loss = ([\d.]+)")
 
 

@@ -12,14 +12,12 @@ import re
 import sys
 from pathlib import Path
 
-from official_code import OfficialRun, check_clone as _check_clone, run_launcher
+from official_code import NO_GPU_PRELUDE, OfficialRun, check_clone as _check_clone, run_launcher
 
 # argv: [clone, seed, the script's own arguments...]
-_LAUNCHER = """
+_LAUNCHER = NO_GPU_PRELUDE + """
 import runpy, sys
-import numpy, torch
-if not torch.cuda.is_available():
-    torch.nn.Module.cuda = lambda self, device=None: self
+import numpy
 folder, seed = sys.argv[1], int(sys.argv[2])
 torch.manual_seed(seed)
 numpy.random.seed(seed)
@@ -42,12 +40,9 @@ def run_official(clone: Path, arguments: list[str], workdir: Path, seed: int = 0
 
 # argv: [clone, tensors.safetensors, their model name, DSA strategy, epochs, repeats]. Their evaluator
 # trains as released (SGD, lr 0.01, x0.1 after half, DSA per sample) and logs one line per training.
-_EVAL_LAUNCHER = """
+_EVAL_LAUNCHER = NO_GPU_PRELUDE + """
 import sys, types
-import torch
 from safetensors.torch import load_file
-if not torch.cuda.is_available():
-    torch.nn.Module.cuda = lambda self, device=None: self
 folder, tensors, model, strategy, epochs, repeats = sys.argv[1:7]
 sys.path.insert(0, folder)
 from utils import ParamDiffAug, TensorDataset, evaluate_synset, get_network

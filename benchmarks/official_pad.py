@@ -35,17 +35,13 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from official_code import OfficialRun, check_clone as _check_clone, run_launcher
+from official_code import NO_GPU_PRELUDE, OfficialRun, check_clone as _check_clone, run_launcher
 from ddsearch.methods.pad.settings import PADSettings
 
 # argv: [clone, workdir]
-_LAUNCHER = """
+_LAUNCHER = NO_GPU_PRELUDE + """
 import runpy, sys
-import torch
 from safetensors.torch import load_file, save_file
-if not torch.cuda.is_available():
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self
-    torch.nn.Module.cuda = lambda self, device=None: self
 clone, workdir = sys.argv[1], sys.argv[2]
 sys.path.insert(0, clone)
 import utils.utils_baseline as baseline

@@ -27,16 +27,15 @@ from safetensors.torch import save_file
 
 from common import data_root, device_info, two_std, write_results
 from official_datadam import check_clone, evaluate_official
-from ddsearch.augment import default_strategy
+from ddsearch.augment import FULL_STRATEGY, default_strategy
 from ddsearch.data import RealData, load_dataset
-from ddsearch.evaluate import TrainSettings, evaluate_synset
+from ddsearch.evaluate import EvalResult, TrainSettings, evaluate_synset
 from ddsearch.synset import SyntheticSet
 
-RELEASED_DSA = "color_crop_cutout_flip_scale_rotate"
 # label -> (our network, their network name or None where only ours runs, DSA strategy)
 PROTOCOLS: dict[str, tuple[str, str | None, str]] = {
-    "DSA-family: ConvNet (instance norm), DSA with flip": ("ConvNet", "ConvNetIN", RELEASED_DSA),
-    "DataDAM's release: ConvNet with batch norm, DSA with flip": ("ConvNetBN", "ConvNet", RELEASED_DSA),
+    "DSA-family: ConvNet (instance norm), DSA with flip": ("ConvNet", "ConvNetIN", FULL_STRATEGY),
+    "DataDAM's release: ConvNet with batch norm, DSA with flip": ("ConvNetBN", "ConvNet", FULL_STRATEGY),
     "ddsearch's reproduction: ConvNet (instance norm), DSA without flip": ("ConvNet", None, default_strategy("mnist")),
 }
 
@@ -49,9 +48,10 @@ def handover(synset: SyntheticSet, data: RealData, path: Path) -> Path:
     return path
 
 
-def stats(accs: list[float]) -> dict[str, float | list[float]]:
-    values = torch.tensor(accs, dtype=torch.float64)
-    return {"test_acc": accs, "test_acc_mean": float(values.mean()), "test_acc_std": float(values.std(unbiased=False))}
+def side(result: EvalResult) -> dict[str, object]:
+    """One evaluator's row: its network, precision and test accuracies (the evaluator's own statistics)."""
+    return {"arch": result.arch, "precision": result.precision, "test_acc": result.test_acc,
+            "test_acc_mean": result.test_mean, "test_acc_std": result.test_std}
 
 
 def main() -> None:
@@ -72,11 +72,10 @@ def main() -> None:
         for label, (ours, theirs, strategy) in PROTOCOLS.items():
             settings = TrainSettings(epochs=args.epochs, dsa_strategy=strategy)
             result = evaluate_synset(synset, data, ours, settings, repeats=args.repeats, seed=0, progress=True)
-            row = {"ours": {"arch": ours, "precision": result.precision, **stats(result.test_acc)},
-                   "strategy": strategy}
+            row = {"ours": side(result), "strategy": strategy}
             if theirs is not None:
                 accs = evaluate_official(clone, tensors, theirs, strategy, args.epochs, args.repeats, Path(workdir))
-                row["theirs"] = {"model": theirs, "precision": "fp32", **stats(accs)}
+                row["theirs"] = side(EvalResult(arch=theirs, test_acc=accs, epochs=args.epochs, precision="fp32"))
             rows[label] = row
             print(label, row, flush=True)
     report(args, synset, rows, device_info(device))

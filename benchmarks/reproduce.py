@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from common import RESULTS, data_root, device_info, two_std, update_readme
 from ddsearch.atomic_files import lock_file_for, locked, write_text_atomic
-from ddsearch.augment import default_strategy
+from ddsearch.augment import FULL_STRATEGY, default_strategy
 from ddsearch.config import Study, load_study
 from ddsearch.data import RealData
 from ddsearch.evaluate import EvalResult, TrainSettings, evaluate_synset, train_on_real
@@ -91,8 +91,7 @@ KEY_FIELDS = ("stage", "method", "dataset", "ipc", "arch", "epochs", "repeats", 
 # trajectory-matching set learned with its images (MTT/DATM/PAD evaluate that way). DataDAM and the
 # controls learn no lr, so for them the two are the same training.
 # eval_dsa: None for the evaluator's DSA by data set (no flip for digits); "with-flip" for the strategy
-# the released DataDAM code trains its MNIST evaluators with (DSA's default), flip included.
-RELEASED_DSA = "color_crop_cutout_flip_scale_rotate"
+# the released DataDAM code trains its MNIST evaluators with (DSA's default, FULL_STRATEGY), flip included.
 
 
 # ---- records --------------------------------------------------------------------------------
@@ -228,7 +227,7 @@ def distillation_key(method: str, ipc: int, args: argparse.Namespace) -> tuple[i
 
 
 def accuracy_stage(data: RealData, args: argparse.Namespace, records: Records, base: dict[str, Any]) -> None:
-    strategy = RELEASED_DSA if args.eval_dsa == "with-flip" else default_strategy(data.name)
+    strategy = FULL_STRATEGY if args.eval_dsa == "with-flip" else default_strategy(data.name)
     settings = TrainSettings(epochs=args.epochs, dsa_strategy=strategy, workers=args.workers)
     selector_cache: dict = {}
     for ipc in args.ipcs:

@@ -25,9 +25,11 @@ from torch import Tensor
 
 from ddsearch.errors import DDSearchError, suggest
 
-__all__ = ["DSA", "DSAParams", "FAMILIES", "default_strategy", "resolve_strategy"]
+__all__ = ["DSA", "DSAParams", "FAMILIES", "FULL_STRATEGY", "default_strategy", "resolve_strategy"]
 
 FAMILIES: tuple[str, ...] = ("color", "crop", "cutout", "flip", "scale", "rotate")
+# Every family: DSA's default strategy, which the released DataDAM code runs on every data set, MNIST too.
+FULL_STRATEGY = "_".join(FAMILIES)
 _DIGIT_DATASETS = frozenset({"digits", "mnist"})
 
 
@@ -65,8 +67,8 @@ def default_strategy(dataset_name: str) -> str:
     (benchmarks/results/reproduce_cpu.md, ``--eval-dsa with-flip``).
     """
     if dataset_name.lower() in _DIGIT_DATASETS:
-        return "color_crop_cutout_scale_rotate"
-    return "color_crop_cutout_flip_scale_rotate"
+        return "_".join(family for family in FAMILIES if family != "flip")
+    return FULL_STRATEGY
 
 
 def resolve_strategy(strategy: str | None, dataset_name: str) -> str:

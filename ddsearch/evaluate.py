@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ddsearch.augment import DSA
+from ddsearch.augment import DSA, FULL_STRATEGY
 from ddsearch.data import RealData
 from ddsearch.models import seeded_network
 from ddsearch.precision import autocast, resolve_precision
@@ -36,7 +36,7 @@ class TrainSettings:
     batch_size: int = 256
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    dsa_strategy: str = FULL_STRATEGY
     # Train independent repeats together under torch.func.vmap. None: only on GPUs, since on CPU
     # the stacked (grouped) convolutions measured 2x slower (benchmarks/results/evaluate_repeats_cpu.md).
     batch_repeats: bool | None = None
