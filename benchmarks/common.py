@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import time
@@ -42,11 +41,6 @@ def write_results(name: str, payload: Any, markdown: str) -> tuple[Path, Path]:
     md_path.write_text(markdown.rstrip() + "\n")
     print(markdown)
     return json_path, md_path
-
-
-def two_std(std_a: float | None, std_b: float | None) -> float:
-    """Twice the std of a difference of two independent means: the bar a gap must clear to count."""
-    return 2 * math.hypot(std_a or 0.0, std_b or 0.0)
 
 
 def data_root() -> str:

@@ -25,11 +25,11 @@ import torch
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from common import RESULTS, data_root, device_info, two_std, write_results
+from common import RESULTS, data_root, device_info, write_results
 from ddsearch.augment import default_strategy
 from ddsearch.config import apply_overrides, load_study
 from ddsearch.errors import DDSearchError
-from ddsearch.evaluate import TrainSettings, evaluate_synset
+from ddsearch.evaluate import TrainSettings, evaluate_synset, two_std
 from ddsearch.methods.pad.matching import PAD
 from ddsearch.methods.pad.settings import PADSettings
 from ddsearch.study_data import load_study_data

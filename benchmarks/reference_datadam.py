@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from common import data_root, device_info, two_std, write_results
+from common import data_root, device_info, write_results
 from official_datadam import check_clone, run_official
 from precision_parity import distill
 from ddsearch.augment import default_strategy
 from ddsearch.data import load_dataset
-from ddsearch.evaluate import TrainSettings, evaluate_synset
+from ddsearch.evaluate import TrainSettings, evaluate_synset, two_std
 from ddsearch.methods.datadam import DataDAMSettings
 from ddsearch.synset import SyntheticSet
 

@@ -25,18 +25,19 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from common import data_root, device_info, two_std, write_results
+from common import data_root, device_info, write_results
 from official_datadam import check_clone, evaluate_official
 from ddsearch.augment import FULL_STRATEGY, default_strategy
 from ddsearch.data import RealData, load_dataset
-from ddsearch.evaluate import EvalResult, TrainSettings, evaluate_synset
+from ddsearch.evaluate import EvalResult, TrainSettings, evaluate_synset, two_std
 from ddsearch.synset import SyntheticSet
 
-# label -> (our network, their network name or None where only ours runs, DSA strategy)
-PROTOCOLS: dict[str, tuple[str, str | None, str]] = {
-    "DSA-family: ConvNet (instance norm), DSA with flip": ("ConvNet", "ConvNetIN", FULL_STRATEGY),
-    "DataDAM's release: ConvNet with batch norm, DSA with flip": ("ConvNetBN", "ConvNet", FULL_STRATEGY),
-    "ddsearch's reproduction: ConvNet (instance norm), DSA without flip": ("ConvNet", None, default_strategy("mnist")),
+# short name -> (label, our network, their network name or None where only ours runs, DSA strategy)
+PROTOCOLS: dict[str, tuple[str, str, str | None, str]] = {
+    "dsa": ("DSA-family: ConvNet (instance norm), DSA with flip", "ConvNet", "ConvNetIN", FULL_STRATEGY),
+    "bn": ("DataDAM's release: ConvNet with batch norm, DSA with flip", "ConvNetBN", "ConvNet", FULL_STRATEGY),
+    "ours": ("ddsearch's reproduction: ConvNet (instance norm), DSA without flip", "ConvNet", None,
+             default_strategy("mnist")),
 }
 
 
@@ -60,8 +61,14 @@ def main() -> None:
     parser.add_argument("--set", required=True, type=Path, help="a distilled MNIST set (.safetensors)")
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS),
+                        help=f"comma-separated, from {', '.join(PROTOCOLS)} (a training at IPC 10 takes minutes)")
     parser.add_argument("--name", default="reference_evaluator_cpu")
     args = parser.parse_args()
+    chosen = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    unknown = sorted(set(chosen) - set(PROTOCOLS))
+    if unknown or not chosen:
+        parser.error(f"--protocols: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(PROTOCOLS)}")
     clone = check_clone(args.reference)
     device = torch.device("cpu")
     data = load_dataset("mnist", root=data_root(), val_size=5000, device=device, download=False)
@@ -69,7 +76,7 @@ def main() -> None:
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="ddsearch-evaluator-") as workdir:
         tensors = handover(synset, data, Path(workdir) / "set.safetensors")
-        for label, (ours, theirs, strategy) in PROTOCOLS.items():
+        for label, ours, theirs, strategy in (PROTOCOLS[p] for p in chosen):
             settings = TrainSettings(epochs=args.epochs, dsa_strategy=strategy)
             result = evaluate_synset(synset, data, ours, settings, repeats=args.repeats, seed=0, progress=True)
             row = {"ours": side(result), "strategy": strategy}

@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from common import RESULTS, data_root, device_info, two_std, write_results
+from common import RESULTS, data_root, device_info, write_results
 from official_pad import check_clone, config_for, run_official, write_buffer, write_data
 from ddsearch.augment import resolve_strategy
 from ddsearch.config import load_study
-from ddsearch.evaluate import TrainSettings, evaluate_synset
+from ddsearch.evaluate import TrainSettings, evaluate_synset, two_std
 from ddsearch.methods.pad.matching import PAD
 from ddsearch.study_data import load_study_data
 from ddsearch.synset import SyntheticSet

@@ -17,6 +17,7 @@ defaults). Records: method, dataset, ipc, arch, test_acc_mean, test_acc_std, rep
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -30,12 +31,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from common import RESULTS, data_root, device_info, two_std, update_readme
+from common import RESULTS, data_root, device_info, update_readme
 from ddsearch.atomic_files import lock_file_for, locked, write_text_atomic
 from ddsearch.augment import FULL_STRATEGY, default_strategy
 from ddsearch.config import Study, load_study
+from ddsearch.coreset import control_set, embedding_network
 from ddsearch.data import RealData
-from ddsearch.evaluate import EvalResult, TrainSettings, evaluate_synset, train_on_real
+from ddsearch.evaluate import EvalResult, TrainSettings, evaluate_synset, train_on_real, two_std
 from ddsearch.methods.pad.matching import start_epoch_upper
 from ddsearch.methods.pad.settings import PADSettings
 from ddsearch.synset import SyntheticSet
@@ -205,17 +207,6 @@ def distilled_set(method: str, ipc: int, data: RealData, args: argparse.Namespac
     return synset, info
 
 
-def control_set(method: str, ipc: int, data: RealData, args: argparse.Namespace, cache: dict) -> SyntheticSet:
-    from ddsearch.coreset import embedding_network, select_coreset
-
-    if method == "random":
-        x, y = data.subset(ipc, torch.Generator().manual_seed(0))
-        return SyntheticSet(images=x, labels=y, num_classes=data.num_classes, dataset=data.name, method="random")
-    if "net" not in cache:  # one embedding network serves both selectors and every IPC
-        cache["net"] = embedding_network(data, "ConvNet", epochs=args.embed_epochs, seed=0)
-    return select_coreset(data, ipc, method, cache["net"])
-
-
 # ---- stages ---------------------------------------------------------------------------------
 
 def distillation_key(method: str, ipc: int, args: argparse.Namespace) -> tuple[int | None, str | None]:
@@ -229,7 +220,8 @@ def distillation_key(method: str, ipc: int, args: argparse.Namespace) -> tuple[i
 def accuracy_stage(data: RealData, args: argparse.Namespace, records: Records, base: dict[str, Any]) -> None:
     strategy = FULL_STRATEGY if args.eval_dsa == "with-flip" else default_strategy(data.name)
     settings = TrainSettings(epochs=args.epochs, dsa_strategy=strategy, workers=args.workers)
-    selector_cache: dict = {}
+    # one embedding network serves both selectors and every IPC, built only if a selector runs
+    embedder = functools.cache(lambda: embedding_network(data, "ConvNet", epochs=args.embed_epochs, seed=0))
     for ipc in args.ipcs:
         for method in args.methods:
             if method == "full":
@@ -246,7 +238,7 @@ def accuracy_stage(data: RealData, args: argparse.Namespace, records: Records, b
             if method in DISTILLERS:
                 synset, cost = distilled_set(method, ipc, data, args)
             else:
-                synset = control_set(method, ipc, data, args, selector_cache)
+                synset = control_set(data, ipc, method, embedder, seed=0)
             learned, lr = evaluation_lr(synset, settings, args)
             result = evaluate_synset(synset, data, args.arch, settings, repeats=args.repeats, seed=0,
                                      use_learned_lr=learned, progress=True)
@@ -325,7 +317,8 @@ def tune_stage(data: RealData, args: argparse.Namespace, records: Records, base:
         parent = next(r for r in find_study_runs(uri, plan.experiment_name, study.name) if r["run_id"] == parent_id)
         started = time.perf_counter()
         table = reevaluate(study, load_study_data(study, device=data.train_x.device), uri, parent["experiment_id"],
-                           parent_id, epochs=args.epochs, repeats=args.repeats)
+                           parent_id, epochs=args.epochs, repeats=args.repeats, controls=(), retrain=True)
+        # herding has its own accuracy record, and this one keeps every training's accuracy: nothing reused
         roles = {row["role"]: row for row in table.to_dict("records")}
         default, best = roles["default"], roles["best"]
         board = leaderboard(uri, parent["experiment_id"], parent_id)

@@ -7,7 +7,7 @@ the feature space of a ConvNet trained on the real data; that is what this modul
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor
@@ -19,6 +19,7 @@ from ddsearch.synset import SyntheticSet
 
 Selector = Literal["herding", "kcenter"]
 SELECTORS: tuple[str, ...] = ("herding", "kcenter")
+CONTROLS: tuple[str, ...] = ("random", *SELECTORS)  # the real-image sets a distilled set must beat
 
 
 def herding(features: Tensor, k: int) -> Tensor:
@@ -100,6 +101,22 @@ def select_coreset(data: RealData, ipc: int, selector: Selector, net: torch.nn.M
         dataset=data.name, mean=tuple(data.mean), std=tuple(data.std), method=selector,
         class_names=list(data.class_names),
     )
+
+
+def control_set(data: RealData, ipc: int, control: str, embedder: Callable[[], torch.nn.Module],
+                seed: int = 0) -> SyntheticSet:
+    """A control at ``ipc``: random real images per class (drawn with ``seed``), or a selector's picks.
+
+    ``embedder`` builds the selectors' embedding network only when a selector needs it, so callers
+    can share one network across controls and IPCs.
+    """
+    if control not in CONTROLS:
+        raise DDSearchError(f"unknown control {control!r}; choose from {', '.join(CONTROLS)}")
+    if control != "random":
+        return select_coreset(data, ipc, control, embedder())  # type: ignore[arg-type]
+    x, y = data.subset(ipc, torch.Generator().manual_seed(seed))
+    return SyntheticSet(images=x, labels=y, num_classes=data.num_classes, dataset=data.name, mean=tuple(data.mean),
+                        std=tuple(data.std), method="random", class_names=list(data.class_names))
 
 
 class _Embedder(torch.nn.Module):

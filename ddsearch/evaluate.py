@@ -47,6 +47,11 @@ class TrainSettings:
     workers: int | None = None
 
 
+def two_std(std_a: float | None, std_b: float | None) -> float:
+    """Twice the std of a difference of two independent means: the bar a gap must clear to count."""
+    return 2 * math.hypot(std_a or 0.0, std_b or 0.0)
+
+
 @dataclass
 class EvalResult:
     """Accuracies of independent repeats (fresh init and shuffles per repeat), in [0, 1]."""

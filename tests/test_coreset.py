@@ -93,3 +93,30 @@ def test_a_distiller_can_start_from_the_herding_control(digits) -> None:
     assert not torch.equal(real.images.detach(), control.images)  # the default start is another set
     distiller.step()
     assert not torch.equal(distiller.images.detach(), control.images)  # and the start is trained from there
+
+
+def test_control_sets_are_real_images_per_class_and_build_the_embedding_only_for_a_selector(digits) -> None:
+    """random draws with its seed and never trains an embedding; herding equals the selector's own picks."""
+    from ddsearch.coreset import control_set
+
+    built = []
+
+    def embedder() -> torch.nn.Module:
+        built.append(1)
+        return embedding_network(digits, TINY_CONV, epochs=1, seed=2)
+
+    first, again = control_set(digits, 2, "random", embedder, seed=5), control_set(digits, 2, "random", embedder, seed=5)
+    other = control_set(digits, 2, "random", embedder, seed=6)
+    assert not built
+    assert torch.equal(first.images, again.images) and not torch.equal(first.images, other.images)
+    assert first.labels.tolist() == torch.arange(digits.num_classes).repeat_interleave(2).tolist()
+    flat_train = digits.train_x.flatten(1)
+    for image, label in zip(first.images.flatten(1), first.labels):
+        rows = torch.nonzero((flat_train == image).all(dim=1)).flatten()
+        assert len(rows) >= 1 and int(digits.train_y[rows[0]]) == int(label)
+    herded = control_set(digits, 2, "herding", embedder, seed=5)
+    assert built and herded.method == "herding"
+    expected = select_coreset(digits, 2, "herding", embedding_network(digits, TINY_CONV, epochs=1, seed=2))
+    assert torch.equal(herded.images, expected.images)
+    with pytest.raises(DDSearchError, match="unknown control 'median'"):
+        control_set(digits, 2, "median", embedder)

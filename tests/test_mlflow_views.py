@@ -407,9 +407,11 @@ def test_the_mlflow_ui_in_a_real_browser(study: SimpleNamespace, ui: str) -> Non
 
 # ---- after the views: `ddsearch reevaluate` adds to this study ------------------------------------
 def test_reevaluate_trains_the_defaults_and_the_best_again_and_logs_them(study: SimpleNamespace) -> None:
-    """Trial 0 and the best finished trial (by final_val_acc) get protocol_* metrics; nobody else does."""
+    """Trial 0 and the best finished trial (by final_val_acc) get protocol_* metrics; nobody else does.
+    The controls are trained the same way at those sets' IPCs, and each trial's lead over them is logged."""
     done = subprocess.run([sys.executable, "-m", "ddsearch.cli", "reevaluate", str(study.path), "--epochs", "30",
-                           "--repeats", "2"], cwd=study.folder, env=_env(), capture_output=True, text=True, timeout=600)
+                           "--repeats", "2", "--controls", "herding,random"], cwd=study.folder, env=_env(),
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     client, parent_id = study.client, study.parent.info.run_id
     runs = {r.info.run_name: client.get_run(r.info.run_id) for r in study.children}
@@ -433,6 +435,37 @@ def test_reevaluate_trains_the_defaults_and_the_best_again_and_logs_them(study: 
     board = _csv(study.text(parent_id, "leaderboard.csv"))
     filled = {row["run"] for row in board if row.get("protocol_test_acc")}
     assert filled == {default.info.run_name, best.info.run_name}
-    table = json.loads(study.text(parent_id, "reevaluation.json"))
-    assert "default" in done.stdout and "best" in done.stdout and table
+    raw = json.loads(study.text(parent_id, "reevaluation.json"))
+    table = {(row["role"], row["ipc"]): row for row in (dict(zip(raw["columns"], r)) for r in raw["data"])}
+    assert "default" in done.stdout and "best" in done.stdout and "over herding" in done.stdout
     assert "<th" in (page := study.text(parent_id, "report.html")) and ">protocol_test_acc</th>" in page
+    ipcs = {"default": table[("default", 1)]["ipc"], "best": next(r["ipc"] for k, r in table.items() if k[0] == "best")}
+    assert ipcs["default"] == 1  # trial 0 runs the study's own ipc
+    for control in ("herding", "random"):
+        for role, run in (("default", default), ("best", best)):
+            reference = table[(control, ipcs[role])]
+            assert reference["outcome"] == "control" and reference["run_id"] is None
+            assert 0.1 < reference["protocol_test_acc"] <= 1.0  # a real-image set trains above chance
+            lead = run.data.metrics["protocol_test_acc"] - reference["protocol_test_acc"]
+            assert parent[f"{role}_over_{control}"] == pytest.approx(lead)
+            assert parent[f"{control}_ipc{ipcs[role]}_protocol_test_acc"] == pytest.approx(reference["protocol_test_acc"])
+            row = next(r for k, r in table.items() if k[0] == role)
+            assert row["beats_" + control] == (lead > row[f"over_{control}_two_std"])
+    assert "against real images" in page and "random: 1 real images per class" in page
+
+
+def test_reevaluate_again_reuses_what_it_measured_unless_asked_to_retrain(study: SimpleNamespace) -> None:
+    """A second call under the same protocol adds a control without training the trials again."""
+    client, parent_id = study.client, study.parent.info.run_id
+    before = {r.info.run_id: client.get_run(r.info.run_id).data.metrics.get("protocol_test_acc") for r in study.children}
+    done = subprocess.run([sys.executable, "-m", "ddsearch.cli", "reevaluate", str(study.path), "--epochs", "30",
+                           "--repeats", "2", "--controls", "kcenter"], cwd=study.folder, env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("already measured as") >= 1
+    after = {r.info.run_id: client.get_run(r.info.run_id).data.metrics.get("protocol_test_acc") for r in study.children}
+    assert after == before
+    history = [m.value for run_id, acc in before.items() if acc is not None
+               for m in client.get_metric_history(run_id, "protocol_test_acc")]
+    assert len(history) == sum(acc is not None for acc in before.values())  # logged once each, not twice
+    assert "kcenter_ipc1_protocol_test_acc" in client.get_run(parent_id).data.metrics

@@ -50,3 +50,35 @@ def test_a_study_never_run_gets_one_line(tmp_path, monkeypatch, capsys) -> None:
     path.write_text(tiny_study_yaml("never"))
     code, _, err = run_cli(capsys, "reevaluate", str(path))
     assert_one_line_error(code, err, "never")
+
+
+def test_a_trial_beats_a_control_only_by_more_than_twice_the_std_of_the_gap_at_its_own_ipc() -> None:
+    from ddsearch.search.reevaluate import _with_leads
+
+    rows = [  # role, outcome, ipc, test mean, test std
+        ("default", "finished", 10, 0.970, 0.001),
+        ("best", "finished", 10, 0.962, 0.003),
+        ("other", "finished", 50, 0.990, 0.001),     # no control at its IPC
+        ("herding", "control", 10, 0.964, 0.001),
+    ]
+    table = pd.DataFrame([dict(zip(["role", "outcome", "ipc", "protocol_test_acc", "protocol_test_acc_std"], r))
+                          for r in rows])
+    table = _with_leads(table, ("herding",)).set_index("role")
+    assert table.loc["default", "over_herding"] == pytest.approx(0.006)
+    assert table.loc["default", "over_herding_two_std"] == pytest.approx(2 * math.hypot(0.001, 0.001))
+    assert table.loc["default", "beats_herding"] is True
+    assert table.loc["best", "over_herding"] == pytest.approx(-0.002)
+    assert table.loc["best", "beats_herding"] is False
+    assert math.isnan(table.loc["other", "over_herding"]) and table.loc["other", "beats_herding"] is None
+    assert math.isnan(table.loc["herding", "over_herding"])
+    # a lead inside the bar does not count: 0.964 + 0.002 against 2 * hypot(0.001, 0.001) = 0.0028
+    close = _with_leads(table.reset_index().assign(protocol_test_acc=[0.966, 0.962, 0.99, 0.964]), ("herding",))
+    assert not close.set_index("role").loc["default", "beats_herding"]
+
+
+def test_an_unknown_control_is_one_line_before_anything_runs(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "never.yaml"
+    path.write_text(tiny_study_yaml("never"))
+    code, _, err = run_cli(capsys, "reevaluate", str(path), "--controls", "herding,median")
+    assert_one_line_error(code, err, "unknown control(s) median")

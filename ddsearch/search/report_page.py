@@ -4,8 +4,9 @@ The parent run gets it at the end of a study and ``ddsearch report STUDY --html`
 locally. No scripts and nothing fetched: images are PNG data URIs, curves are inline SVG, so
 MLflow's artifact viewer (a sandboxed frame) and a browser without network both render it.
 It holds the leaderboard, the val/test curves of every trial on shared axes, each trial's final
-grid side by side, Optuna's importance plot (and Pareto front for two objectives), and the best
-trial's cross-architecture table.
+grid side by side, Optuna's importance plot (and Pareto front for two objectives), the best
+trial's cross-architecture table and, after ``ddsearch reevaluate``, the papers'-protocol figures of
+the defaults and the best beside the real-image controls.
 """
 
 from __future__ import annotations
@@ -91,6 +92,28 @@ def leaderboard_html(board: pd.DataFrame, keys: list[str], ui_url: str, legend: 
             f'<ul class="legend">{items}</ul>')
 
 
+def reevaluation_html(table: pd.DataFrame) -> str:
+    """The re-evaluated trials and controls: test mean ± std, and each trial's lead over each control."""
+    controls = [c.removeprefix("beats_") for c in table.columns if c.startswith("beats_")]
+    head = ["role", "set", "IPC", "protocol", "val", "test", *(f"over {c}" for c in controls)]
+    rows = []
+    for row in table.to_dict("records"):
+        cells = [_e(row["role"]), _e(row["run"]), _e(row.get("ipc", "")), _e(row["protocol"]),
+                 f"{100 * row['protocol_val_acc']:.2f}",
+                 f"{100 * row['protocol_test_acc']:.2f} ± {100 * row['protocol_test_acc_std']:.2f}"]
+        for c in controls:
+            lead, bar = row[f"over_{c}"], row[f"over_{c}_two_std"]
+            cells.append("" if lead is None or math.isnan(lead) else
+                         f"{100 * lead:+.2f} (2 std {100 * bar:.2f}): "
+                         + ("<b>beats it</b>" if row[f"beats_{c}"] else "does not beat it"))
+        rows.append("<tr>" + "".join(f'<td class="l">{c}</td>' if i < 4 else f"<td>{c}</td>"
+                                     for i, c in enumerate(cells)) + "</tr>")
+    header = "".join(f'<th class="l">{_e(h)}</th>' if i < 4 else f"<th>{_e(h)}</th>" for i, h in enumerate(head))
+    return (f'<table class="reevaluation"><tr>{header}</tr>{"".join(rows)}</table>'
+            '<div class="sub">Test accuracy in %, mean ± std over the protocol\'s trainings. A trial beats a '
+            "control when its lead is larger than twice the std of the difference.</div>")
+
+
 def curves_svg(series: dict[str, list[tuple[int, float]]], colors: dict[str, str], dashed: set[str], title: str,
                x_range: tuple[float, float], y_range: tuple[float, float], width: int = 560, height: int = 330) -> str:
     """One inline-SVG line chart; every chart of the page gets the same ranges (shared axes)."""
@@ -136,7 +159,8 @@ def _range(values: list[float], pad: float = 0.02) -> tuple[float, float]:
 
 def render(study: str, summary: str, board: pd.DataFrame, keys: list[str], legend: dict[str, str],
            curves: dict[str, dict[str, list[tuple[int, float]]]], grids: dict[str, tuple[bytes, str]],
-           plots: dict[str, bytes], cross_arch: pd.DataFrame | None, best: str | None, ui_url: str = DEFAULT_UI) -> str:
+           plots: dict[str, bytes], cross_arch: pd.DataFrame | None, best: str | None, ui_url: str = DEFAULT_UI,
+           reevaluation: pd.DataFrame | None = None) -> str:
     """The page from plain data (no MLflow here): what :func:`study_report` gathers."""
     names = list(board["run"]) if len(board) else []
     colors = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
@@ -146,6 +170,9 @@ def render(study: str, summary: str, board: pd.DataFrame, keys: list[str], legen
     y_range = _range([y for _, y in all_pts])
     body = [f"<h1>Study {_e(study)}</h1>", f'<div class="sub">{_e(summary)}</div>', "<h2>Leaderboard</h2>",
             leaderboard_html(board, keys, ui_url, legend) if len(board) else "<p>No trials recorded.</p>"]
+    if reevaluation is not None and len(reevaluation):
+        body += ["<h2>The papers' protocol, against real images (<code>ddsearch reevaluate</code>)</h2>",
+                 reevaluation_html(reevaluation)]
     body.append("<h2>Validation and test accuracy of every trial</h2>")
     body.append('<div class="sub">Checkpoint evaluation at each evaluation point; both charts share their axes. '
                 "Dashed: stopped early or did not finish.</div>")
@@ -201,7 +228,8 @@ def _last_grid(uri: str, run_id: str, tmp: Path) -> tuple[bytes, str] | None:
     return (png, f"at iteration {step} (stopped there)") if png else None
 
 
-def _cross_arch(raw: bytes | None) -> pd.DataFrame | None:
+def _table(raw: bytes | None) -> pd.DataFrame | None:
+    """An MLflow table artifact (``log_table``'s JSON), or None where the run has none."""
     if not raw:
         return None
     table = json.loads(raw)
@@ -222,6 +250,7 @@ def study_report(uri: str, experiment: str, parent_run_id: str, ui_url: str = DE
     cross_arch, best = None, None
     with tempfile.TemporaryDirectory(prefix="ddsearch-report-") as folder:
         tmp = Path(folder)
+        reevaluation = _table(_read_artifact(uri, parent_run_id, "reevaluation.json", tmp / "reevaluation"))
         for i, row in board.iterrows():
             for metric in curves:
                 curves[metric][row["run"]] = metric_history(uri, row["run_id"], metric)
@@ -235,9 +264,9 @@ def study_report(uri: str, experiment: str, parent_run_id: str, ui_url: str = DE
         done = board[board["outcome"] == FINISHED] if len(board) else board
         if len(done):
             best = str(done.iloc[0]["run"])
-            cross_arch = _cross_arch(_read_artifact(uri, done.iloc[0]["run_id"], "cross_arch.json", tmp / "best"))
+            cross_arch = _table(_read_artifact(uri, done.iloc[0]["run_id"], "cross_arch.json", tmp / "best"))
     counts = board["outcome"].value_counts().to_dict() if len(board) else {}
     summary = (f"{len(board)} trials: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items())
                + (f". Best: {best}." if best else ".") + f" Objective (val_acc): {legend['val_acc'].removeprefix('the objective: ')}.")
     study = parent["tags"].get(TAG_STUDY, parent["run_name"]) if parent else parent_run_id
-    return render(study, summary, board, keys, legend, curves, grids, plots, cross_arch, best, ui_url)
+    return render(study, summary, board, keys, legend, curves, grids, plots, cross_arch, best, ui_url, reevaluation)
