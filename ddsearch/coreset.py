@@ -67,13 +67,15 @@ def _check_k(n: int, k: int) -> None:
         raise DDSearchError(f"cannot select {k} of {n} images; choose between 1 and {n} per class")
 
 
-def embedding_network(data: RealData, arch: str = "ConvNet", epochs: int = 1, seed: int = 0) -> torch.nn.Module:
+def embedding_network(data: RealData, arch: str = "ConvNet", epochs: int = 1, seed: int = 0,
+                      progress: bool = False) -> torch.nn.Module:
     """A network trained briefly on the real training split, whose embedding the selectors use."""
     net = build_network(arch, data, seed, data.train_x.device)
     if not hasattr(net, "embed"):
         raise DDSearchError(f"{arch} has no embedding to select in; use a ConvNet or ResNet architecture")
     if epochs > 0:
-        train_network(net, data.train_x, data.train_y, TrainSettings(epochs=epochs, dsa_strategy="none"), seed)
+        train_network(net, data.train_x, data.train_y, TrainSettings(epochs=epochs, dsa_strategy="none"), seed,
+                      progress=progress, desc=f"selectors' embedding ({arch})")
     return net.eval()
 
 

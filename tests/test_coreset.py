@@ -105,7 +105,8 @@ def test_control_sets_are_real_images_per_class_and_build_the_embedding_only_for
         built.append(1)
         return embedding_network(digits, TINY_CONV, epochs=1, seed=2)
 
-    first, again = control_set(digits, 2, "random", embedder, seed=5), control_set(digits, 2, "random", embedder, seed=5)
+    first = control_set(digits, 2, "random", embedder, seed=5)
+    again = control_set(digits, 2, "random", embedder, seed=5)
     other = control_set(digits, 2, "random", embedder, seed=6)
     assert not built
     assert torch.equal(first.images, again.images) and not torch.equal(first.images, other.images)

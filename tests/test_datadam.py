@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from pydantic import ValidationError
 
 from conftest import TINY_CONV, TINY_CONV_BN
 from ddsearch.checkpoint import load_state, save_state

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import REPO_ROOT, TINY_CONV, TINY_CONV_BN, assert_one_line_error, build_fake_imagefolder, run_cli, tiny_study_yaml
+from conftest import REPO_ROOT, assert_one_line_error, build_fake_imagefolder, run_cli, tiny_study_yaml
 
 TINY_STUDY = tiny_study_yaml("tiny")
 

@@ -448,7 +448,8 @@ def test_reevaluate_trains_the_defaults_and_the_best_again_and_logs_them(study: 
             assert 0.1 < reference["protocol_test_acc"] <= 1.0  # a real-image set trains above chance
             lead = run.data.metrics["protocol_test_acc"] - reference["protocol_test_acc"]
             assert parent[f"{role}_over_{control}"] == pytest.approx(lead)
-            assert parent[f"{control}_ipc{ipcs[role]}_protocol_test_acc"] == pytest.approx(reference["protocol_test_acc"])
+            measured = parent[f"{control}_ipc{ipcs[role]}_protocol_test_acc"]
+            assert measured == pytest.approx(reference["protocol_test_acc"])
             row = next(r for k, r in table.items() if k[0] == role)
             assert row["beats_" + control] == (lead > row[f"over_{control}_two_std"])
     assert "against real images" in page and "random: 1 real images per class" in page
@@ -457,15 +458,21 @@ def test_reevaluate_trains_the_defaults_and_the_best_again_and_logs_them(study: 
 def test_reevaluate_again_reuses_what_it_measured_unless_asked_to_retrain(study: SimpleNamespace) -> None:
     """A second call under the same protocol adds a control without training the trials again."""
     client, parent_id = study.client, study.parent.info.run_id
-    before = {r.info.run_id: client.get_run(r.info.run_id).data.metrics.get("protocol_test_acc") for r in study.children}
+    before = {r.info.run_id: client.get_run(r.info.run_id).data.metrics.get("protocol_test_acc")
+              for r in study.children}
     done = subprocess.run([sys.executable, "-m", "ddsearch.cli", "reevaluate", str(study.path), "--epochs", "30",
                            "--repeats", "2", "--controls", "kcenter"], cwd=study.folder, env=_env(),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("already measured as") >= 1
-    after = {r.info.run_id: client.get_run(r.info.run_id).data.metrics.get("protocol_test_acc") for r in study.children}
+    after = {r.info.run_id: client.get_run(r.info.run_id).data.metrics.get("protocol_test_acc")
+             for r in study.children}
     assert after == before
     history = [m.value for run_id, acc in before.items() if acc is not None
                for m in client.get_metric_history(run_id, "protocol_test_acc")]
     assert len(history) == sum(acc is not None for acc in before.values())  # logged once each, not twice
     assert "kcenter_ipc1_protocol_test_acc" in client.get_run(parent_id).data.metrics
+    shown = subprocess.run([sys.executable, "-m", "ddsearch.cli", "report", str(study.path)], cwd=study.folder,
+                           env=_env(), capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert "against real images" in shown.stdout and "over kcenter" in shown.stdout and "beat" in shown.stdout

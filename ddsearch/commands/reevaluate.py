@@ -29,6 +29,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ddsearch.config import load_study
+    from ddsearch.search.notes import reevaluation_rows
     from ddsearch.search.reevaluate import check_controls, reevaluate
     from ddsearch.search.state import recorded_parent
     from ddsearch.study_data import load_study_data
@@ -53,18 +54,7 @@ def run(args: argparse.Namespace) -> int:
     data = load_study_data(study)
     table = reevaluate(study, data, uri, parent["experiment_id"], parent["run_id"], epochs=args.epochs,
                        repeats=args.repeats, roles=roles, controls=controls, retrain=args.retrain)
-    print_table([{"role": r["role"], "run": r["run"], "chosen by": r["chosen_by"], "protocol": r["protocol"],
-                  "val": f"{100 * r['protocol_val_acc']:.2f}",
-                  "test": f"{100 * r['protocol_test_acc']:.2f} ± {100 * r['protocol_test_acc_std']:.2f}"}
-                 | {f"over {c}": _lead(r, c) for c in controls}
-                 for r in table.to_dict("records")])
+    print_table(reevaluation_rows(table))
     print(f"logged on the study's parent run {parent['run_id']}: reevaluation.json and the leaderboard's protocol_* columns")
     return 0
 
-
-def _lead(row: dict[str, Any], control: str) -> str:
-    """A trial's test lead over a control in points, the bar it must clear, and the verdict."""
-    lead, bar = row[f"over_{control}"], row[f"over_{control}_two_std"]
-    if lead != lead:  # NaN: the row is a control
-        return ""
-    return f"{100 * lead:+.2f} (2 std {100 * bar:.2f}): {'beats it' if row[f'beats_{control}'] else 'does not beat it'}"

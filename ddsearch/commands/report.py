@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ddsearch.commands._args import add_command, positive_int
+from ddsearch.commands._args import add_command, positive_int, print_table
 from ddsearch.errors import DDSearchError
 
 
@@ -69,6 +69,13 @@ def run(args: argparse.Namespace) -> int:
         best = done.iloc[0]
         print(f"best: {best['run']} val_acc {best['val_acc']:.4f} test_acc {best['test_acc']:.4f} "
               f"(run {best['run_id']}, Ray trial {best['ray_trial_id']})")
+    from ddsearch.search.notes import reevaluation_rows
+    from ddsearch.search.report_page import reevaluation_table
+
+    reevaluation = reevaluation_table(uri, parent["run_id"])
+    if reevaluation is not None and len(reevaluation):
+        print("the papers' protocol, against real images (ddsearch reevaluate):")
+        print_table(reevaluation_rows(reevaluation))
     html = getattr(args, "html", None)
     if html:
         from ddsearch.search.report_page import study_report

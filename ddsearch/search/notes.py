@@ -1,5 +1,5 @@
 """The words a user reads first: the experiment's description, each run's one-line note, why a
-trial stopped, and what each leaderboard column measures.
+trial stopped, what each leaderboard column measures, and a re-evaluation against real images.
 
 Every metric name has one meaning everywhere (trial runs, leaderboard, best config, the parent
 run, the plots and the report page); :func:`column_legend` is where those meanings are written.
@@ -7,9 +7,12 @@ run, the plots and the report page); :func:`column_legend` is where those meanin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ddsearch.config import Study
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _fmt(value: Any) -> str:
@@ -91,3 +94,19 @@ def parent_note(study_name: str, counts: dict[str, int], best: dict[str, Any] | 
     if best:
         text += f" Best: {best['run']} with val_acc {best['val_acc']:.4f}, test_acc {best['test_acc']:.4f}."
     return text + " Open report.html for the study at a glance."
+
+
+def reevaluation_rows(table: pd.DataFrame) -> list[dict[str, str]]:
+    """The re-evaluation as printable rows: each set's test mean ± std and each trial's lead over each control."""
+    controls = [c.removeprefix("beats_") for c in table.columns if c.startswith("beats_")]
+    rows = []
+    for r in table.to_dict("records"):
+        row = {"role": r["role"], "run": r["run"], "chosen by": r["chosen_by"], "protocol": r["protocol"],
+               "val": f"{100 * r['protocol_val_acc']:.2f}",
+               "test": f"{100 * r['protocol_test_acc']:.2f} ± {100 * r['protocol_test_acc_std']:.2f}"}
+        for c in controls:
+            lead, bar = r[f"over_{c}"], r[f"over_{c}_two_std"]
+            row[f"over {c}"] = "" if lead is None or lead != lead else (  # NaN: the row is a control
+                f"{100 * lead:+.2f} (2 std {100 * bar:.2f}): {'beats it' if r[f'beats_{c}'] else 'does not beat it'}")
+        rows.append(row)
+    return rows

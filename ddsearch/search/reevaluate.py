@@ -158,8 +158,8 @@ def _control_rows(study: Study, data: RealData, controls: tuple[str, ...], ipcs:
     from ddsearch.evaluate import evaluate_synset
 
     method = study.method
-    embedder: Callable[[], Any] = functools.cache(
-        lambda: embedding_network(data, method.arch, epochs=method.init_embed_epochs, seed=study.seed))
+    embedder: Callable[[], Any] = functools.cache(lambda: embedding_network(
+        data, method.arch, epochs=method.init_embed_epochs, seed=study.seed, progress=progress))
     rows = []
     for control in controls:
         for ipc in ipcs:

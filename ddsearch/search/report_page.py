@@ -25,7 +25,7 @@ from ddsearch.tracking.store import download_artifact, get_run_record, list_arti
 from ddsearch.tracking.study_runs import TAG_STUDY
 from ddsearch.search.leaderboard import FINISHED, leaderboard
 from ddsearch.search.leaderboard import PROTOCOL_COLUMNS
-from ddsearch.search.notes import column_legend
+from ddsearch.search.notes import column_legend, reevaluation_rows
 
 DEFAULT_UI = "http://127.0.0.1:5000/"  # where `ddsearch ui` serves the MLflow UI
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -94,22 +94,13 @@ def leaderboard_html(board: pd.DataFrame, keys: list[str], ui_url: str, legend: 
 
 def reevaluation_html(table: pd.DataFrame) -> str:
     """The re-evaluated trials and controls: test mean ± std, and each trial's lead over each control."""
-    controls = [c.removeprefix("beats_") for c in table.columns if c.startswith("beats_")]
-    head = ["role", "set", "IPC", "protocol", "val", "test", *(f"over {c}" for c in controls)]
-    rows = []
-    for row in table.to_dict("records"):
-        cells = [_e(row["role"]), _e(row["run"]), _e(row.get("ipc", "")), _e(row["protocol"]),
-                 f"{100 * row['protocol_val_acc']:.2f}",
-                 f"{100 * row['protocol_test_acc']:.2f} ± {100 * row['protocol_test_acc_std']:.2f}"]
-        for c in controls:
-            lead, bar = row[f"over_{c}"], row[f"over_{c}_two_std"]
-            cells.append("" if lead is None or math.isnan(lead) else
-                         f"{100 * lead:+.2f} (2 std {100 * bar:.2f}): "
-                         + ("<b>beats it</b>" if row[f"beats_{c}"] else "does not beat it"))
-        rows.append("<tr>" + "".join(f'<td class="l">{c}</td>' if i < 4 else f"<td>{c}</td>"
-                                     for i, c in enumerate(cells)) + "</tr>")
-    header = "".join(f'<th class="l">{_e(h)}</th>' if i < 4 else f"<th>{_e(h)}</th>" for i, h in enumerate(head))
-    return (f'<table class="reevaluation"><tr>{header}</tr>{"".join(rows)}</table>'
+    rows = reevaluation_rows(table)
+    head = list(rows[0])
+    left = {"role", "run", "chosen by", "protocol"}
+    header = "".join(f'<th class="{"l" if h in left else ""}">{_e(h)}</th>' for h in head)
+    body = "".join("<tr>" + "".join(f'<td class="{"l" if h in left else ""}">{_e(row[h])}</td>' for h in head) + "</tr>"
+                   for row in rows)
+    return (f'<table class="reevaluation"><tr>{header}</tr>{body}</table>'
             '<div class="sub">Test accuracy in %, mean ± std over the protocol\'s trainings. A trial beats a '
             "control when its lead is larger than twice the std of the difference.</div>")
 
@@ -236,6 +227,12 @@ def _table(raw: bytes | None) -> pd.DataFrame | None:
     return pd.DataFrame(table["data"], columns=table["columns"])
 
 
+def reevaluation_table(uri: str, parent_run_id: str) -> pd.DataFrame | None:
+    """The parent run's ``reevaluation.json`` (``ddsearch reevaluate``), or None before any re-evaluation."""
+    with tempfile.TemporaryDirectory(prefix="ddsearch-report-") as folder:
+        return _table(_read_artifact(uri, parent_run_id, "reevaluation.json", Path(folder)))
+
+
 def study_report(uri: str, experiment: str, parent_run_id: str, ui_url: str = DEFAULT_UI) -> str:
     """Gather a study from MLflow and render its page."""
     parent = get_run_record(uri, parent_run_id)
@@ -248,9 +245,9 @@ def study_report(uri: str, experiment: str, parent_run_id: str, ui_url: str = DE
     grids: dict[str, tuple[bytes, str]] = {}
     plots: dict[str, bytes] = {}
     cross_arch, best = None, None
+    reevaluation = reevaluation_table(uri, parent_run_id)
     with tempfile.TemporaryDirectory(prefix="ddsearch-report-") as folder:
         tmp = Path(folder)
-        reevaluation = _table(_read_artifact(uri, parent_run_id, "reevaluation.json", tmp / "reevaluation"))
         for i, row in board.iterrows():
             for metric in curves:
                 curves[metric][row["run"]] = metric_history(uri, row["run_id"], metric)
