@@ -472,6 +472,12 @@ def test_reevaluate_again_reuses_what_it_measured_unless_asked_to_retrain(study:
                for m in client.get_metric_history(run_id, "protocol_test_acc")]
     assert len(history) == sum(acc is not None for acc in before.values())  # logged once each, not twice
     assert "kcenter_ipc1_protocol_test_acc" in client.get_run(parent_id).data.metrics
+    raw = json.loads(study.text(parent_id, "reevaluation.json"))  # replaced, not appended to by MLflow
+    rows = [dict(zip(raw["columns"], r)) for r in raw["data"]]
+    assert sorted(r["role"] for r in rows if r["role"] in ("default", "best")) == ["best", "default"]
+    assert {r["role"] for r in rows if r["outcome"] == "control"} == {"herding", "random", "kcenter"}  # kept
+    default_row = next(r for r in rows if r["role"] == "default")
+    assert all(default_row[f"over_{c}"] is not None for c in ("herding", "random", "kcenter"))
     shown = subprocess.run([sys.executable, "-m", "ddsearch.cli", "report", str(study.path)], cwd=study.folder,
                            env=_env(), capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr[-3000:]

@@ -104,15 +104,20 @@ def test_runs_a_resume_swept_are_closed_as_tune_ended_their_trials(store: str) -
     assert not close_trial_run(resumed, session, "t1", {"iteration": 60, "final": 1})  # closed once
 
 
-def test_log_table_is_written_once(tmp_path: Path, store: str) -> None:
+def test_log_table_is_written_once_or_replaced_never_appended(tmp_path: Path, store: str) -> None:
     import pandas as pd
 
     run = StudyRuns.in_experiment(store, "exp").create_parent("s")
     tracking_store.log_table(store, run, pd.DataFrame({"a": [1, 2]}), "board.json")
     tracking_store.log_table(store, run, pd.DataFrame({"a": [3, 4]}), "board.json")  # MLflow would append
-    local = tracking_store.download_artifact(store, run, "board.json", tmp_path)
+    local = tracking_store.download_artifact(store, run, "board.json", tmp_path / "first")
+    assert [row[0] for row in json.loads(local.read_text())["data"]] == [1, 2]
+    tracking_store.log_table(store, run, pd.DataFrame({"a": [5], "b": ["x"]}), "board.json", replace=True)
+    local = tracking_store.download_artifact(store, run, "board.json", tmp_path / "replaced")
     table = json.loads(local.read_text())
-    assert [row[0] for row in table["data"]] == [1, 2]
+    assert table["columns"] == ["a", "b"] and table["data"] == [[5, "x"]]  # the format log_table writes
+    tags = tracking_store.client(store).get_run(run).data.tags
+    assert {"path": "board.json", "type": "table"} in json.loads(tags["mlflow.loggedArtifacts"])  # still a table
 
 
 def test_tracking_server_serves_http_and_stops(tmp_path: Path, store: str) -> None:

@@ -66,7 +66,7 @@ def finalize(plan: Plan, statuses: dict[str, str], runs: StudyRuns):
 
     uri, experiment, parent_id = runs.uri, runs.experiment_id, runs.parent_id
     board = leaderboard(uri, experiment, parent_id, list(plan.space.keys), plan.space.metrics)
-    store.log_table(uri, parent_id, board, "leaderboard.json")
+    store.log_table(uri, parent_id, board, "leaderboard.json", replace=True)  # a resumed study refreshes it
     store.log_text(uri, parent_id, board.to_csv(index=False), "leaderboard.csv")
     legend = column_legend(plan.study.flat_params())
     store.log_text(uri, parent_id, json.dumps(legend, indent=2), "leaderboard_columns.json")

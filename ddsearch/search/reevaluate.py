@@ -129,7 +129,8 @@ def reevaluate(study: Study, data: RealData, uri: str, experiment_id: str, paren
                      "chosen_by": f"{pick.chosen_by} = {pick.score:.4f}", "run_id": pick.run_id} | measured[pick.run_id])
     rows += _control_rows(study, data, controls, sorted({row["ipc"] for row in rows}), settings, repeats, label,
                           progress)
-    table = _with_leads(pd.DataFrame(rows), controls)
+    rows += _earlier_controls(uri, parent_id, label, {(row["role"], row["ipc"]) for row in rows})
+    table = _with_leads(pd.DataFrame(rows), tuple(dict.fromkeys(r["role"] for r in rows if r["outcome"] == "control")))
     _log_on_parent(runs, table)
     return table
 
@@ -174,6 +175,22 @@ def _control_rows(study: Study, data: RealData, controls: tuple[str, ...], ipcs:
     return rows
 
 
+def _earlier_controls(uri: str, parent_id: str, label: str, measured: set[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Control rows an earlier re-evaluation logged under the same protocol and this call did not
+    train again: the table keeps every control measured so far."""
+    from ddsearch.search.report_page import reevaluation_table
+
+    earlier = reevaluation_table(uri, parent_id)
+    if earlier is None or "outcome" not in earlier.columns:
+        return []
+    kept = earlier[(earlier["outcome"] == "control") & (earlier["protocol"] == label)]
+    keys = [k for k in ("role", "run", "optuna_trial", "outcome", "chosen_by", "run_id", "protocol", "ipc",
+                        "protocol_val_acc", "protocol_val_acc_std", "protocol_test_acc", "protocol_test_acc_std")
+            if k in kept.columns]
+    return [{k: row[k] for k in keys} | {"ipc": int(row["ipc"])} for row in kept.to_dict("records")
+            if (row["role"], int(row["ipc"])) not in measured]
+
+
 def _with_leads(table: pd.DataFrame, controls: tuple[str, ...]) -> pd.DataFrame:
     """Each trial's test lead over each control at its IPC, the bar it must clear, and whether it does."""
     from ddsearch.evaluate import two_std
@@ -212,9 +229,10 @@ def _log_on_parent(runs: StudyRuns, table: pd.DataFrame) -> None:
     if {"default", "best"} <= roles:
         metrics["protocol_test_gain"] = metrics["best_protocol_test_acc"] - metrics["default_protocol_test_acc"]
     store.log_metrics(uri, parent_id, {k: v for k, v in metrics.items() if math.isfinite(v)})
-    store.log_table(uri, parent_id, table.drop(columns=["test_accs"], errors="ignore"), "reevaluation.json")
+    store.log_table(uri, parent_id, table.drop(columns=["test_accs"], errors="ignore"), "reevaluation.json",
+                    replace=True)
     board = leaderboard(uri, runs.experiment_id, parent_id)
-    store.log_table(uri, parent_id, board, "leaderboard.json")
+    store.log_table(uri, parent_id, board, "leaderboard.json", replace=True)
     store.log_text(uri, parent_id, board.to_csv(index=False), "leaderboard.csv")
     parent = store.get_run_record(uri, parent_id) or {"params": {}}
     store.log_text(uri, parent_id, json.dumps(column_legend(parent["params"]), indent=2), "leaderboard_columns.json")

@@ -244,10 +244,13 @@ def log_text(uri: str, run_id: str, text: str, artifact_file: str) -> None:
     client(uri).log_text(run_id, text, artifact_file)
 
 
-def log_table(uri: str, run_id: str, frame: pd.DataFrame, artifact_file: str) -> None:
-    """A table the MLflow UI shows; written once (MLflow appends when the file exists)."""
+def log_table(uri: str, run_id: str, frame: pd.DataFrame, artifact_file: str, replace: bool = False) -> None:
+    """A table the MLflow UI shows. MLflow appends to a file that exists; here the first table stays,
+    or with ``replace`` the new one is written over it in the same format (a refreshed leaderboard)."""
     if not has_artifact(uri, run_id, artifact_file):
         client(uri).log_table(run_id, frame, artifact_file)
+    elif replace:
+        log_text(uri, run_id, frame.to_json(orient="split", index=False, date_format="iso"), artifact_file)
 
 
 def log_figure(uri: str, run_id: str, figure: Any, artifact_file: str) -> None:
