@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+from statistics import fmean
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from ddsearch.coreset import control_set, embedding_network
 from ddsearch.config import load_study
 from ddsearch.data import RealData
 from ddsearch.evaluate import TrainSettings, build_network, predict, train_network
+from ddsearch.precision import resolve_precision
 from ddsearch.study_data import load_study_data
 from ddsearch.synset import SyntheticSet
 
@@ -37,24 +39,25 @@ def mirrored(x: torch.Tensor) -> torch.Tensor:
 def probe(synset: SyntheticSet, data: RealData, strategy: str, epochs: int, repeats: int) -> dict[str, object]:
     """Train ``repeats`` ConvNets on the set; per-class test recall, mirrored-test accuracy, mirror agreement."""
     settings = TrainSettings(epochs=epochs, dsa_strategy=strategy)
+    precision = resolve_precision(settings.precision, data.train_x.device)  # what evaluate_synset scores in
     per_class, test, mirror_test, agreement = [], [], [], []
     for r in range(repeats):
         net = build_network("ConvNet", data, r, data.train_x.device)  # seed 0 * 1000 + r, as evaluate_synset
         train_network(net, synset.images, synset.labels, settings, r, progress=True, desc=f"{synset.method} {r + 1}")
         net.eval()
         with torch.no_grad():
-            pred = predict(net, data.test_x, precision="bf16").argmax(1)
-            pred_mirror = predict(net, mirrored(data.test_x), precision="bf16").argmax(1)
-            own_mirror = predict(net, mirrored(synset.images), precision="bf16").argmax(1)
+            pred = predict(net, data.test_x, precision=precision).argmax(1)
+            pred_mirror = predict(net, mirrored(data.test_x), precision=precision).argmax(1)
+            own_mirror = predict(net, mirrored(synset.images), precision=precision).argmax(1)
         hard = synset.labels if synset.labels.dim() == 1 else synset.labels.argmax(1)
-        per_class.append([float((pred[data.test_y == c] == c).float().mean()) for c in range(data.num_classes)])
+        hits = torch.bincount(data.test_y[pred == data.test_y], minlength=data.num_classes)
+        per_class.append((hits / torch.bincount(data.test_y, minlength=data.num_classes)).tolist())
         test.append(float((pred == data.test_y).float().mean()))
         mirror_test.append(float((pred_mirror == data.test_y).float().mean()))
         agreement.append(float((own_mirror == hard).float().mean()))
-    mean = lambda values: sum(values) / len(values)  # noqa: E731
-    return {"test_acc": test, "test_acc_mean": mean(test), "mirrored_test_acc_mean": mean(mirror_test),
-            "mirror_agreement_mean": mean(agreement),
-            "class_recall_mean": [mean([row[c] for row in per_class]) for c in range(data.num_classes)]}
+    return {"test_acc": test, "test_acc_mean": fmean(test), "mirrored_test_acc_mean": fmean(mirror_test),
+            "mirror_agreement_mean": fmean(agreement),
+            "class_recall_mean": [fmean([row[c] for row in per_class]) for c in range(data.num_classes)]}
 
 
 def main() -> None:

@@ -27,12 +27,14 @@ from ddsearch.coreset import CONTROLS
 from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.evaluate import EvalResult, TrainSettings
-from ddsearch.search.leaderboard import FINISHED, STOPPED, finished, leaderboard
+from ddsearch.search.leaderboard import FINISHED, PROTOCOL_COLUMNS, STOPPED, finished, leaderboard
 from ddsearch.tracking import store
 from ddsearch.tracking.lookup import SYNSET_ARTIFACT, download_run_artifact
 from ddsearch.tracking.study_runs import TAG_PROTOCOL, StudyRuns
 
 ROLES = ("default", "best")
+# every figure a re-evaluation records for a set (the leaderboard shows PROTOCOL_COLUMNS of them)
+PROTOCOL_METRICS = ("protocol_val_acc", "protocol_val_acc_std", "protocol_test_acc", "protocol_test_acc_std")
 
 
 @dataclass(frozen=True)
@@ -145,11 +147,10 @@ def _recorded(uri: str, run_id: str, label: str) -> dict[str, float] | None:
     run = store.get_run_record(uri, run_id)
     if run is None or run["tags"].get(TAG_PROTOCOL) != label:
         return None
-    keys = ("protocol_val_acc", "protocol_val_acc_std", "protocol_test_acc", "protocol_test_acc_std")
-    if not all(k in run["metrics"] for k in keys):
+    if not all(k in run["metrics"] for k in PROTOCOL_METRICS):
         return None
     print(f"{run['run_name']}: already measured as {label}; reusing it (--retrain trains it again)")
-    return {k: run["metrics"][k] for k in keys}
+    return {k: run["metrics"][k] for k in PROTOCOL_METRICS}
 
 
 def _control_rows(study: Study, data: RealData, controls: tuple[str, ...], ipcs: list[int],
@@ -184,10 +185,8 @@ def _earlier_controls(uri: str, parent_id: str, label: str, measured: set[tuple[
     if earlier is None or "outcome" not in earlier.columns:
         return []
     kept = earlier[(earlier["outcome"] == "control") & (earlier["protocol"] == label)]
-    keys = [k for k in ("role", "run", "optuna_trial", "outcome", "chosen_by", "run_id", "protocol", "ipc",
-                        "protocol_val_acc", "protocol_val_acc_std", "protocol_test_acc", "protocol_test_acc_std")
-            if k in kept.columns]
-    return [{k: row[k] for k in keys} | {"ipc": int(row["ipc"])} for row in kept.to_dict("records")
+    kept = kept.drop(columns=[c for c in kept.columns if c.startswith(("over_", "beats_"))])  # recomputed
+    return [row | {"ipc": int(row["ipc"])} for row in kept.to_dict("records")
             if (row["role"], int(row["ipc"])) not in measured]
 
 
@@ -219,10 +218,9 @@ def _log_on_parent(runs: StudyRuns, table: pd.DataFrame) -> None:
     uri, parent_id = runs.uri, runs.parent_id
     trials = table[table["outcome"] != "control"]
     metrics = {f"{row.role}_{key}": float(getattr(row, key)) for row in trials.itertuples()
-               for key in ("protocol_val_acc", "protocol_test_acc", "protocol_test_acc_std")}
+               for key in PROTOCOL_COLUMNS}
     for row in table[table["outcome"] == "control"].itertuples():
-        metrics |= {f"{row.role}_ipc{row.ipc}_{key}": float(getattr(row, key))
-                    for key in ("protocol_val_acc", "protocol_test_acc", "protocol_test_acc_std")}
+        metrics |= {f"{row.role}_ipc{row.ipc}_{key}": float(getattr(row, key)) for key in PROTOCOL_COLUMNS}
     for column in (c for c in table.columns if c.startswith("over_") and not c.endswith("_two_std")):
         metrics |= {f"{row.role}_{column}": float(getattr(row, column)) for row in trials.itertuples()}
     roles = set(trials["role"])
