@@ -84,6 +84,7 @@ PUBLISHED = {"DC (published)": {1: 91.7, 10: 97.4, 50: 98.8}, "DSA (published)":
              "kcenter (published in DC)": {1: 89.3, 10: 84.4, 50: 97.4}}
 SOURCE_REPORTS_IPC10 = {"datadam": "80–91.8", "pad": "68.6–87"}
 TARGETS = {"datadam": {1: 0.90, 10: 0.975, 50: 0.988}, "pad": {1: 0.92, 10: 0.98, 50: 0.99}}
+BUDGET_SECONDS = 90 * 60  # each set's distillation on the reference machine (issue 14)
 KEY_FIELDS = ("stage", "method", "dataset", "ipc", "arch", "epochs", "repeats", "iterations", "eval_lr", "init",
               "variant", "eval_dsa")
 # init: a distiller's starting images where they are not the default random real ones (e.g. "herding");
@@ -358,6 +359,13 @@ def protocol_title(epochs: int, repeats: int) -> str:
     return f"{repeats} × {epochs} epochs{named}"
 
 
+def herding_for(acc: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
+    """The herding control trained under the same evaluator (epochs, repeats, DSA) at the row's IPC."""
+    return next((h for h in acc if h["method"] == "herding" and h["ipc"] == row["ipc"]
+                 and (h["epochs"], h["repeats"], h.get("eval_dsa")) == (row["epochs"], row["repeats"], row.get("eval_dsa"))),
+                None)
+
+
 def herding_margin(row: dict[str, Any], herding: dict[str, Any] | None) -> tuple[float, float] | None:
     """(margin, two combined std) of a distilled row over herding at the same IPC and protocol, in points."""
     if herding is None:
@@ -398,6 +406,9 @@ def accuracy_table(acc: list[dict[str, Any]], epochs: int, repeats: int, publish
         for paper, figures in PUBLISHED.items():
             lines.append(f"| {paper} | " + " | ".join(f"{figures[i]}" if i in figures else "–" for i in ipcs)
                          + " | paper (5 × 1000 epochs) |")
+    if any(r["method"] in DISTILLERS for r in acc):
+        lines += ["", "Distilled rows: each study's own settings from random real images at the largest budget "
+                  "measured, the method as published; other settings and starts are separate records."]
     return lines + [""]
 
 
@@ -427,10 +438,7 @@ def targets_table(acc: list[dict[str, Any]]) -> list[str]:
     lines = ["| method | IPC | iterations | evaluator (lr) | test acc | val acc (selects) | target | met | short by (pts) "
              "| over herding (pts) | > 2 std |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        herding = next((h for h in acc if h["method"] == "herding" and h["ipc"] == r["ipc"]
-                        and (h["epochs"], h["repeats"], h.get("eval_dsa")) == (r["epochs"], r["repeats"], r.get("eval_dsa"))),
-                       None)
-        versus = herding_margin(r, herding)
+        versus = herding_margin(r, herding_for(acc, r))
         over = f"{versus[0]:+.2f} (2 std {versus[1]:.2f})" if versus else "–"
         beats = ("yes" if versus[0] > versus[1] else "**no**") if versus else "–"
         lines.append(f"| {r['method']} | {r['ipc']} | {iterations_cell(r)} | {r['repeats']} × {r['epochs']} "
@@ -439,6 +447,55 @@ def targets_table(acc: list[dict[str, Any]]) -> list[str]:
                      f"{pct(r['target'])} | {'yes' if r['target_met'] else '**no**'} | {100 * r['short_by']:.2f} | "
                      f"{over} | {beats} |")
     return lines + [""]
+
+
+def on_paper_protocol(record: dict[str, Any]) -> bool:
+    """Evaluated as the papers did: 5 x 1000 epochs at the protocol's lr, with the data set's DSA."""
+    return ((record["epochs"], record["repeats"]) == PAPER_PROTOCOL and record.get("eval_lr") == "protocol"
+            and record.get("eval_dsa") is None)
+
+
+def validation_picks(acc: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int, dict[str, Any] | None]]:
+    """Per distiller and IPC, the set a user would be handed: the best on validation among the sets distilled
+    within the budget and evaluated at the papers' protocol (the test split only reports). Each pick comes
+    with how many sets it was chosen from, and with the best over-budget set where that one validates higher."""
+    picks = []
+    for method in DISTILLERS:
+        pool = [r for r in acc if r["method"] == method and on_paper_protocol(r) and r.get("val_acc_mean") is not None
+                and r.get("distill_seconds") is not None]
+        for ipc in sorted({r["ipc"] for r in pool}):
+            here = [r for r in pool if r["ipc"] == ipc]
+            within = [r for r in here if r["distill_seconds"] <= BUDGET_SECONDS]
+            if not within:
+                continue
+            best = max(within, key=lambda r: r["val_acc_mean"])
+            over = max(here, key=lambda r: r["val_acc_mean"])
+            picks.append((best, len(within), over if over["val_acc_mean"] > best["val_acc_mean"] else None))
+    return picks
+
+
+def picks_table(acc: list[dict[str, Any]]) -> list[str]:
+    """The validation picks against their targets and against herding under the same evaluator."""
+    picks = validation_picks(acc)
+    if not picks:
+        return []
+    lines = ["| method | IPC | chosen set (iterations, settings) | chosen from | val acc | test acc | target | "
+             "over herding (2 std) | distilled in |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes = []
+    for r, count, over in picks:
+        versus = herding_margin(r, herding_for(acc, r))
+        beats = (f"{versus[0]:+.2f} ({versus[1]:.2f}): " + ("beats it" if versus[0] > versus[1] else "**does not beat it**")
+                 if versus else "–")
+        target = (f"{pct(r['target'])}: " + ("met" if r["target_met"] else f"**short by {100 * r['short_by']:.2f}**")
+                  if "target" in r else "–")
+        lines.append(f"| {r['method']} | {r['ipc']} | {iterations_cell(r)} | {count} set{'s' * (count > 1)} | "
+                     f"{pct(r['val_acc_mean'])} | {pct(r['test_acc_mean'], r.get('test_acc_std'))} | {target} | "
+                     f"{beats} | {r['distill_seconds']:,.0f} s |")
+        if over is not None:
+            notes.append(f"{over['method']} IPC {over['ipc']}, {iterations_cell(over)} iterations, validates higher "
+                         f"({pct(over['val_acc_mean'])}; test {pct(over['test_acc_mean'], over.get('test_acc_std'))}) "
+                         f"but took {over['distill_seconds']:,.0f} s, over the {BUDGET_SECONDS // 60}-min budget.")
+    return lines + [""] + [f"- {note}" for note in notes] + ([""] if notes else [])
 
 
 def budget_note(record: dict[str, Any]) -> str:
@@ -452,20 +509,35 @@ def budget_note(record: dict[str, Any]) -> str:
             f"syn_steps {s['syn_steps']}, batch_syn {s['batch_syn'] or 'all'}; α {s['alpha']}")
 
 
-def markdown(records: list[dict[str, Any]], title: str) -> str:
+PICKS_INTRO = ("Per method and IPC, the set a user would be handed: the best on **validation** accuracy among every "
+               f"set distilled within the {BUDGET_SECONDS // 60}-minute budget and evaluated at the papers' protocol "
+               "(the study's settings, variants, other starts and budgets alike); test accuracy only reports. "
+               "*over herding*: the test margin over the herding control under the same evaluator, and the 2-std bar "
+               "it must clear.")
+
+
+def markdown(records: list[dict[str, Any]], title: str, brief: str | None = None) -> str:
+    """The report on every record; ``brief`` (the full report's file name) gives the README's summary instead:
+    the first protocol's table, the validation picks and a pointer to the full report."""
     acc = [r for r in records if r["stage"] == "accuracy"]
     devices = sorted({r["device"] for r in records})
     lines = [f"# {title}", "", f"Device(s): {', '.join(devices) or '–'}. "
              + ", ".join(sorted({f"torch {r['torch']}" for r in records})) + ".", ""]
     protocols = sorted({(r["epochs"], r["repeats"]) for r in acc if r["method"] != "full"},
                        key=lambda p: (p != PAPER_PROTOCOL, -p[0], -p[1]))
-    for epochs, repeats in protocols:
+    for epochs, repeats in protocols[:1] if brief else protocols:
         lines += accuracy_table([r for r in acc if (r["epochs"], r["repeats"]) == (epochs, repeats)
                                  or (r["method"] == "full" and (epochs, repeats) == protocols[0])], epochs, repeats,
                                 published=(epochs, repeats) == protocols[0])
+    picks = picks_table(acc)
+    if picks:
+        lines += ["## Chosen on validation, within the budget", "", PICKS_INTRO, "", *picks]
     if acc:
         lines += ["Source reports at IPC 10: DataDAM " + SOURCE_REPORTS_IPC10["datadam"] + ", PAD "
                   + SOURCE_REPORTS_IPC10["pad"] + " (20-epoch evaluators, selection on the test set).", ""]
+    if brief:
+        return "\n".join(lines + [f"Every record, with its settings, evaluator and cost: `{brief}`.", ""])
+    if acc:
         if any(r["method"] in ("herding", "kcenter") for r in acc):
             lines += ["herding and kcenter select real training images per class in the embedding of a ConvNet "
                       "trained on the real data; both start from the image nearest the class mean, so at IPC 1 "
@@ -535,7 +607,8 @@ def csv(kind: type = str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--stages", type=csv(), default=["accuracy", "cross", "tune"])
+    parser.add_argument("--stages", type=csv(), default=["accuracy", "cross", "tune"],
+                        help='comma-separated; "" writes the report and the README block from the records only')
     parser.add_argument("--methods", type=csv(), default=list(METHODS))
     parser.add_argument("--ipcs", type=csv(int), default=[1, 10, 50])
     parser.add_argument("--arch", default="ConvNet")
@@ -580,7 +653,8 @@ def main() -> None:
     device = torch.device(args.device)
     from ddsearch.study_data import load_study_data
 
-    data = load_study_data(method_study("datadam", max(args.ipcs), args), device=device)
+    study = method_study("datadam", max(args.ipcs), args)
+    data = load_study_data(study, device=device) if args.stages else None  # --stages "": only the report
     info = device_info(device)
     base = {"device": info["device_name"], "torch": info["torch"], "date": info["date"], "quick": args.quick,
             "scale": args.scale}
@@ -588,11 +662,12 @@ def main() -> None:
     records = Records(out / f"{name}.json", args.force)
     for stage in args.stages:
         {"accuracy": accuracy_stage, "cross": cross_stage, "tune": tune_stage}[stage](data, args, records, base)
-    table = markdown(records.saved(), f"Reproduction table, {data.name} ({name})")
+    title = f"Reproduction table, {study.dataset.name} ({name})"
+    table = markdown(records.saved(), title)
     (out / f"{name}.md").write_text(table + "\n")
     print(table)
     if name in ("reproduce", "reproduce_cpu") and Path(args.out_dir).resolve() == RESULTS.resolve():
-        update_readme("reproduce", readme_block(table))
+        update_readme("reproduce", readme_block(markdown(records.saved(), title, brief=f"benchmarks/results/{name}.md")))
 
 
 if __name__ == "__main__":

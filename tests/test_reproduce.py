@@ -242,3 +242,36 @@ def test_search_table_names_the_settings_a_search_ran_with() -> None:
     table = reproduce.markdown([own, other], "t")
     assert "`studies/mnist_pad_cpu.yaml`, 200 it | 2 (1)" in table
     assert "`studies/mnist_pad_cpu.yaml`, 100 it (2 experts × 14 epochs) | 2 (1)" in table
+
+
+def test_the_summary_hands_over_the_validation_pick_within_the_budget() -> None:
+    """Per method and IPC the summary picks on validation, never on test, among sets within the 90-minute budget
+    at the papers' protocol; an over-budget set that validates higher is named, not picked."""
+    reproduce = import_benchmark("reproduce")
+    base = dict(stage="accuracy", method="datadam", dataset="mnist", ipc=10, arch="ConvNet", epochs=1000, repeats=5,
+                iterations=1000, eval_lr="protocol", eval_lr_value=0.01, test_acc_std=0.001, target=0.975,
+                target_met=False, short_by=0.0, distill_seconds=700.0, device="CPU (test)", torch="2")
+    study = base | dict(val_acc_mean=0.960, test_acc_mean=0.975, target_met=True)
+    variant = base | dict(variant="lr_img 3", val_acc_mean=0.962, test_acc_mean=0.970, short_by=0.005)
+    over_budget = base | dict(iterations=9000, val_acc_mean=0.970, test_acc_mean=0.974, short_by=0.001,
+                              distill_seconds=reproduce.BUDGET_SECONDS + 1.0)
+    excluded = [base | dict(eval_lr="learned", val_acc_mean=0.99, test_acc_mean=0.99),  # not the protocol's lr
+                base | dict(eval_dsa="with-flip", val_acc_mean=0.99, test_acc_mean=0.99),  # another evaluator
+                base | dict(epochs=300, val_acc_mean=0.99, test_acc_mean=0.99),  # a reduced evaluator
+                base | dict(variant="no val", val_acc_mean=None, test_acc_mean=0.99)]  # nothing to choose on
+    herding = dict(stage="accuracy", method="herding", dataset="mnist", ipc=10, arch="ConvNet", epochs=1000, repeats=5,
+                   iterations=None, eval_lr="protocol", test_acc_mean=0.965, test_acc_std=0.001, device="CPU (test)",
+                   torch="2")
+    records = [study, variant, over_budget, *excluded, herding]
+    [(pick, count, over)] = reproduce.validation_picks(records)
+    assert pick is variant and count == 2 and over is over_budget  # the higher test (study's 97.50) loses on val
+    lines = reproduce.picks_table(records)
+    row = next(line for line in lines if line.startswith("| datadam"))
+    assert "| 1000 (lr_img 3) | 2 sets | 96.20 | 97.00 ± 0.10 | 97.50: **short by 0.50** |" in row
+    assert "+0.50 (0.28): beats it" in row  # 97.00 - 96.50 against 2 * sqrt(0.1² + 0.1²)
+    assert any("9000 iterations" in line and "over the 90-min budget" in line for line in lines)
+    summary = reproduce.markdown(records, "t", brief="full.md")
+    assert "Chosen on validation" in summary and "`full.md`" in summary and "Distillation cost" not in summary
+    assert "Distillation cost" in reproduce.markdown(records, "t")
+    only_over = [over_budget, herding]
+    assert reproduce.validation_picks(only_over) == []  # no set within the budget: nothing is handed over
