@@ -57,7 +57,7 @@ def probe(synset: SyntheticSet, data: RealData, strategy: str, epochs: int, repe
         agreement.append(float((own_mirror == hard).float().mean()))
     return {"test_acc": test, "test_acc_mean": fmean(test), "mirrored_test_acc_mean": fmean(mirror_test),
             "mirror_agreement_mean": fmean(agreement),
-            "class_recall_mean": [fmean([row[c] for row in per_class]) for c in range(data.num_classes)]}
+            "class_recall_mean": torch.tensor(per_class, dtype=torch.float64).mean(0).tolist()}
 
 
 def main() -> None:

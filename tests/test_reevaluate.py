@@ -63,7 +63,7 @@ def test_a_trial_beats_a_control_only_by_more_than_twice_the_std_of_the_gap_at_i
     ]
     table = pd.DataFrame([dict(zip(["role", "outcome", "ipc", "protocol_test_acc", "protocol_test_acc_std"], r))
                           for r in rows])
-    table = _with_leads(table, ("herding",)).set_index("role")
+    table = _with_leads(table).set_index("role")
     assert table.loc["default", "over_herding"] == pytest.approx(0.006)
     assert table.loc["default", "over_herding_two_std"] == pytest.approx(2 * math.hypot(0.001, 0.001))
     assert table.loc["default", "beats_herding"] is True
@@ -72,7 +72,7 @@ def test_a_trial_beats_a_control_only_by_more_than_twice_the_std_of_the_gap_at_i
     assert math.isnan(table.loc["other", "over_herding"]) and table.loc["other", "beats_herding"] is None
     assert math.isnan(table.loc["herding", "over_herding"])
     # a lead inside the bar does not count: 0.964 + 0.002 against 2 * hypot(0.001, 0.001) = 0.0028
-    close = _with_leads(table.reset_index().assign(protocol_test_acc=[0.966, 0.962, 0.99, 0.964]), ("herding",))
+    close = _with_leads(table.reset_index().assign(protocol_test_acc=[0.966, 0.962, 0.99, 0.964]))
     assert not close.set_index("role").loc["default", "beats_herding"]
 
 

@@ -28,6 +28,7 @@ from ddsearch.data import RealData
 from ddsearch.errors import DDSearchError
 from ddsearch.evaluate import EvalResult, TrainSettings
 from ddsearch.search.leaderboard import FINISHED, PROTOCOL_COLUMNS, STOPPED, finished, leaderboard
+from ddsearch.search.report_page import reevaluation_table
 from ddsearch.tracking import store
 from ddsearch.tracking.lookup import SYNSET_ARTIFACT, download_run_artifact
 from ddsearch.tracking.study_runs import TAG_PROTOCOL, StudyRuns
@@ -132,7 +133,7 @@ def reevaluate(study: Study, data: RealData, uri: str, experiment_id: str, paren
     rows += _control_rows(study, data, controls, sorted({row["ipc"] for row in rows}), settings, repeats, label,
                           progress)
     rows += _earlier_controls(uri, parent_id, label, {(row["role"], row["ipc"]) for row in rows})
-    table = _with_leads(pd.DataFrame(rows), tuple(dict.fromkeys(r["role"] for r in rows if r["outcome"] == "control")))
+    table = _with_leads(pd.DataFrame(rows))
     _log_on_parent(runs, table)
     return table
 
@@ -179,8 +180,6 @@ def _control_rows(study: Study, data: RealData, controls: tuple[str, ...], ipcs:
 def _earlier_controls(uri: str, parent_id: str, label: str, measured: set[tuple[str, int]]) -> list[dict[str, Any]]:
     """Control rows an earlier re-evaluation logged under the same protocol and this call did not
     train again: the table keeps every control measured so far."""
-    from ddsearch.search.report_page import reevaluation_table
-
     earlier = reevaluation_table(uri, parent_id)
     if earlier is None or "outcome" not in earlier.columns:
         return []
@@ -190,11 +189,11 @@ def _earlier_controls(uri: str, parent_id: str, label: str, measured: set[tuple[
             if (row["role"], int(row["ipc"])) not in measured]
 
 
-def _with_leads(table: pd.DataFrame, controls: tuple[str, ...]) -> pd.DataFrame:
-    """Each trial's test lead over each control at its IPC, the bar it must clear, and whether it does."""
+def _with_leads(table: pd.DataFrame) -> pd.DataFrame:
+    """Each trial's test lead over each control in the table at its IPC, the bar it must clear, and whether it does."""
     from ddsearch.evaluate import two_std
 
-    for control in controls:
+    for control in dict.fromkeys(table.loc[table["outcome"] == "control", "role"]):
         lead, bar = [], []
         for row in table.itertuples():
             ref = table[(table["role"] == control) & (table["ipc"] == row.ipc)]
